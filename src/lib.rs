@@ -1,0 +1,3 @@
+//! tdsguard: an encrypting proxy for Microsoft SQL Server's TDS protocol.
+
+pub mod tds;
