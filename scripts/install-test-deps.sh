@@ -21,5 +21,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check \
-  'python-tds==1.17.*' 'pymssql==2.4.*' 'mssql-python==1.16.*'
+  'python-tds==1.17.*' 'pymssql==2.4.*' 'mssql-python==1.16.*' 'pyOpenSSL>=24'
 echo "test dependencies ready: $(command -v tsql), $(.venv/bin/python --version)"
