@@ -390,3 +390,280 @@ async fn tls_data_after_the_login_fails_the_downgrade() {
     ));
     assert_eq!(err.fault(), Fault::Client);
 }
+
+#[tokio::test]
+async fn strict_mode_over_tcp_with_detection_and_alpn() {
+    let cert = test_cert();
+    let client_tls = verifying_client(&cert, "127.0.0.1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let server_tls = cert.server.clone();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (first, replay) = detect(socket).await.unwrap();
+        let mut t = Transport::accept_strict(replay, &server_tls).await.unwrap();
+        let prelogin = read_packet(&mut t).await;
+        t.write_all(&tds_packet(0x04, b"prelogin response"))
+            .await
+            .unwrap();
+        t.flush().await.unwrap();
+        (first, prelogin, t.alpn_protocol().map(<[u8]>::to_vec))
+    });
+
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let mut client = Transport::connect_strict(socket, &client_tls)
+        .await
+        .unwrap();
+    let prelogin = tds_packet(0x12, b"prelogin inside tls");
+    client.write_all(&prelogin).await.unwrap();
+    client.flush().await.unwrap();
+    let response = read_packet(&mut client).await;
+
+    let (first, seen, server_alpn) = server.await.unwrap();
+    assert_eq!(
+        first,
+        FirstPacket::TlsClientHello {
+            offers_tds_80: true
+        }
+    );
+    assert_eq!(seen, prelogin);
+    assert_eq!(response, tds_packet(0x04, b"prelogin response"));
+    assert_eq!(server_alpn.as_deref(), Some(&b"tds/8.0"[..]));
+    assert_eq!(client.alpn_protocol(), Some(&b"tds/8.0"[..]));
+    assert_eq!(client.kind(), TransportKind::Strict);
+}
+
+/// Runs a prelogin handshake and returns both sides' results.
+async fn handshake_with(
+    server_tls: ServerTls,
+    client_tls: ClientTls,
+) -> (
+    Result<Transport<DuplexStream>, TlsError>,
+    Result<Transport<DuplexStream>, TlsError>,
+) {
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let encryption = Encryption::Full;
+        Transport::accept_prelogin(server_end, &server_tls, SMALL_PACKET, encryption).await
+    });
+
+    let encryption = Encryption::Full;
+    let client =
+        Transport::connect_prelogin(client_end, &client_tls, SMALL_PACKET, encryption).await;
+    (client, server.await.unwrap())
+}
+
+/// A CA certificate unrelated to the server's certificate.
+fn other_ca_pem() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Unrelated Test CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_rejected() {
+    let cert = test_cert();
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other_ca_pem()).unwrap();
+    let client_tls = ClientTls::new(&ClientTlsOptions {
+        host_name: "localhost".into(),
+        ca_file: Some(other_ca),
+        trust_server_certificate: false,
+    })
+    .unwrap();
+
+    let (client, server) = handshake_with(cert.server.clone(), client_tls).await;
+
+    let err = client.unwrap_err();
+    let TlsError::CertificateRejected { peer, source } = &err else {
+        panic!("expected a certificate error, got {err:?}");
+    };
+    assert_eq!(*peer, Peer::Server);
+    assert_eq!(
+        *source,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+    );
+    assert_eq!(err.fault(), Fault::Server);
+    assert!(std::error::Error::source(&err).is_some());
+
+    // The server learns through the client's alert that its certificate is
+    // not trusted there.
+    let server_err = server.unwrap_err();
+    assert!(
+        matches!(
+            server_err,
+            TlsError::OurCertificateRefused {
+                peer: Peer::Client,
+                ..
+            }
+        ),
+        "{server_err:?}"
+    );
+    assert_eq!(server_err.fault(), Fault::Proxy);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_rejected() {
+    let cert = test_cert();
+    let client_tls = verifying_client(&cert, "db.example.net");
+
+    let (client, _server) = handshake_with(cert.server.clone(), client_tls).await;
+
+    let err = client.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TlsError::CertificateRejected {
+                source: rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. }
+                ),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn trust_server_certificate_accepts_a_self_signed_certificate() {
+    let cert = test_cert();
+    let client_tls = ClientTls::new(&ClientTlsOptions {
+        host_name: "db.example.net".into(),
+        ca_file: None,
+        trust_server_certificate: true,
+    })
+    .unwrap();
+
+    let (client, server) = handshake_with(cert.server.clone(), client_tls).await;
+
+    let mut client = client.unwrap();
+    let mut server = server.unwrap();
+    client.write_all(&tds_packet(0x01, b"ping")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(read_packet(&mut server).await, tds_packet(0x01, b"ping"));
+}
+
+/// Reads a whole TDS message (packets up to EOM) and returns its packets.
+async fn read_message<R: AsyncRead + Unpin>(stream: &mut R) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    loop {
+        let packet = read_packet(stream).await;
+        let eom = packet[1] & 0x01 != 0;
+        packets.push(packet);
+        if eom {
+            return packets;
+        }
+    }
+}
+
+/// A PRELOGIN response ([MS-TDS] 2.2.6.5): VERSION, ENCRYPTION, MARS.
+fn prelogin_response(encryption: u8) -> Vec<u8> {
+    let payload = [
+        0x00, 0x00, 0x10, 0x00, 0x06, // VERSION at 16, 6 bytes
+        0x01, 0x00, 0x16, 0x00, 0x01, // ENCRYPTION at 22, 1 byte
+        0x04, 0x00, 0x17, 0x00, 0x01, // MARS at 23, 1 byte
+        0xFF, // terminator
+        0x10, 0x00, 0x07, 0xD0, 0x00, 0x00, // version 16.0.2000.0
+        encryption, 0x00, // encryption, MARS off
+    ];
+    let mut packet = tds_packet(0x04, &payload);
+    packet[6] = 1;
+    packet
+}
+
+/// Starts tiberius against a listener and returns the accepted socket; the
+/// driver task is returned so the test can stop it.
+async fn tiberius_against_listener(
+    encryption: tiberius::EncryptionLevel,
+) -> (TcpStream, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let driver = tokio::spawn(async move {
+        let mut config = tiberius::Config::new();
+        config.host("127.0.0.1");
+        config.port(port);
+        config.authentication(tiberius::AuthMethod::sql_server("app", "not-a-secret"));
+        config.encryption(encryption);
+        config.trust_cert();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let _ = tiberius::Client::connect(config, tcp.compat_write()).await;
+    });
+
+    let (socket, _) = listener.accept().await.unwrap();
+    (socket, driver)
+}
+
+#[tokio::test]
+async fn tiberius_completes_the_prelogin_handshake() {
+    let cert = test_cert();
+    let (mut socket, driver) = tiberius_against_listener(tiberius::EncryptionLevel::Required).await;
+
+    let prelogin = read_message(&mut socket).await;
+    assert_eq!(prelogin[0][0], 0x12);
+    socket.write_all(&prelogin_response(0x01)).await.unwrap();
+
+    let encryption = Encryption::Full;
+    let mut t = Transport::accept_prelogin(socket, &cert.server, 4096, encryption)
+        .await
+        .unwrap();
+    let login = read_message(&mut t).await;
+    driver.abort();
+
+    assert_eq!(login[0][0], 0x10, "LOGIN7 packet type");
+    assert_eq!(t.kind(), TransportKind::Prelogin);
+}
+
+#[tokio::test]
+async fn tiberius_login_only_encryption_downgrades_cleanly() {
+    let cert = test_cert();
+    let (mut socket, driver) = tiberius_against_listener(tiberius::EncryptionLevel::Off).await;
+
+    read_message(&mut socket).await;
+    socket.write_all(&prelogin_response(0x00)).await.unwrap();
+
+    let encryption = Encryption::LoginOnly;
+    let mut t = Transport::accept_prelogin(socket, &cert.server, 4096, encryption)
+        .await
+        .unwrap();
+    let login = read_message(&mut t).await;
+    let t = t.end_login_encryption().await.unwrap();
+    driver.abort();
+
+    assert_eq!(login[0][0], 0x10, "LOGIN7 packet type");
+    assert_eq!(t.kind(), TransportKind::Plain);
+}
+
+#[tokio::test]
+async fn tiberius_strict_mode_is_detected_and_accepted() {
+    let cert = test_cert();
+    let (socket, driver) = tiberius_against_listener(tiberius::EncryptionLevel::Strict).await;
+
+    let (first, replay) = detect(socket).await.unwrap();
+    assert_eq!(
+        first,
+        FirstPacket::TlsClientHello {
+            offers_tds_80: true
+        }
+    );
+    let mut t = Transport::accept_strict(replay, &cert.server)
+        .await
+        .unwrap();
+
+    let prelogin = read_message(&mut t).await;
+    t.write_all(&prelogin_response(0x01)).await.unwrap();
+    t.flush().await.unwrap();
+    let login = read_message(&mut t).await;
+    driver.abort();
+
+    assert_eq!(prelogin[0][0], 0x12);
+    assert_eq!(login[0][0], 0x10, "LOGIN7 packet type");
+    assert_eq!(t.alpn_protocol(), Some(&b"tds/8.0"[..]));
+}

@@ -106,7 +106,7 @@ fn classify_tls(bytes: &[u8]) -> Classification {
     };
     match client_hello_alpn(body) {
         Ok(protocols) => Classification::Done(FirstPacket::TlsClientHello {
-            offers_tds_80: protocols.iter().any(|p| *p == ALPN_TDS_80),
+            offers_tds_80: protocols.contains(&ALPN_TDS_80),
         }),
         Err(_) => Classification::Done(FirstPacket::Garbage),
     }

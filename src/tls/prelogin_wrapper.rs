@@ -368,15 +368,15 @@ impl<S: AsyncWrite + Unpin> PreloginWrapper<S> {
         Poll::Ready(Ok(n))
     }
 
-    fn poll_flush_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes out everything buffered, the last packet with EOM.
+    fn poll_finish_packets(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_drain_out(cx))?;
 
         if !self.payload.is_empty() {
             self.seal_packet(true);
             ready!(self.poll_drain_out(cx))?;
         }
-
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -407,17 +407,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PreloginWrapper<S> {
             return this.poll_write_handshake(cx, buf);
         }
 
-        ready!(this.poll_flush_handshake(cx))?;
+        ready!(this.poll_finish_packets(cx))?;
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_flush_handshake(cx)
+        let this = self.get_mut();
+        ready!(this.poll_finish_packets(cx))?;
+
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_flush_handshake(cx))?;
+        ready!(this.poll_finish_packets(cx))?;
 
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }

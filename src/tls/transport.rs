@@ -18,6 +18,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::rustls::CommonState;
@@ -78,8 +79,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         encryption: Encryption,
     ) -> Result<Self, TlsError> {
         let wrapper = PreloginWrapper::new(stream, packet_size);
-        let accepted = tls.prelogin_acceptor().accept(wrapper).await;
-        let tls_stream = accepted.map_err(|e| TlsError::from_handshake(e, Peer::Client))?;
+        let accepted = tls
+            .prelogin_acceptor()
+            .accept(wrapper)
+            .into_fallible()
+            .await;
+        let tls_stream = match accepted {
+            Ok(tls_stream) => tls_stream,
+            Err((err, wrapper)) => return Err(send_alert(err, wrapper, Peer::Client).await),
+        };
 
         Ok(Transport::after_prelogin_handshake(
             tls_stream.into(),
@@ -105,8 +113,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     ) -> Result<Self, TlsError> {
         let wrapper = PreloginWrapper::new(stream, packet_size);
         let name = tls.server_name().clone();
-        let connected = tls.prelogin_connector().connect(name, wrapper).await;
-        let tls_stream = connected.map_err(|e| TlsError::from_handshake(e, Peer::Server))?;
+        let connecting = tls.prelogin_connector().connect(name, wrapper);
+        let tls_stream = match connecting.into_fallible().await {
+            Ok(tls_stream) => tls_stream,
+            Err((err, wrapper)) => return Err(send_alert(err, wrapper, Peer::Server).await),
+        };
 
         Ok(Transport::after_prelogin_handshake(
             tls_stream.into(),
@@ -208,6 +219,22 @@ fn remote_of<T>(tls: &TlsStream<T>) -> Peer {
         TlsStream::Client(_) => Peer::Server,
         TlsStream::Server(_) => Peer::Client,
     }
+}
+
+/// How long a failed handshake may take to deliver its alert to the peer.
+const ALERT_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After a failed handshake the TLS engine has written its alert into the
+/// wrapper without flushing it; sends it in a final 0x12 packet so the peer
+/// learns why, then classifies the error.
+async fn send_alert<S: AsyncWrite + Unpin>(
+    err: io::Error,
+    mut wrapper: PreloginWrapper<S>,
+    peer: Peer,
+) -> TlsError {
+    let _ = tokio::time::timeout(ALERT_FLUSH_TIMEOUT, wrapper.flush()).await;
+
+    TlsError::from_handshake(err, peer)
 }
 
 /// Drops the TLS session and returns the raw stream, with any bytes the
