@@ -667,3 +667,60 @@ async fn tiberius_strict_mode_is_detected_and_accepted() {
     assert_eq!(login[0][0], 0x10, "LOGIN7 packet type");
     assert_eq!(t.alpn_protocol(), Some(&b"tds/8.0"[..]));
 }
+
+/// The TLS records at the start of `wire`: (content type, length).
+fn tls_records(mut wire: &[u8]) -> Vec<(u8, usize)> {
+    let mut records = Vec::new();
+    while wire.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        records.push((wire[0], len));
+        wire = &wire[5 + len..];
+    }
+    records
+}
+
+#[tokio::test]
+async fn each_packet_travels_in_one_tls_record_even_under_backpressure() {
+    let cert = test_cert();
+    let client_tls = verifying_client(&cert, "localhost");
+    // A small pipe, so the writer runs ahead of the reader and rustls holds
+    // unsent records when the next packet is written.
+    let (client_end, server_end) = tokio::io::duplex(1024);
+    let (server_end, wire) = tap(server_end);
+    let sizes = [4096usize, 16383, 100, 16383, 16383, 8000, 16383, 16383, 512];
+    let packets: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&size| tds_packet(0x01, &pattern(size - 8)))
+        .collect();
+
+    let server_tls = cert.server.clone();
+    let expected = packets.clone();
+    let server = tokio::spawn(async move {
+        let encryption = Encryption::Full;
+        let accepted = Transport::accept_prelogin(server_end, &server_tls, 4096, encryption);
+        let mut t = accepted.await.unwrap();
+        for packet in &expected {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            assert_eq!(&read_packet(&mut t).await, packet);
+        }
+    });
+
+    let encryption = Encryption::Full;
+    let connecting = Transport::connect_prelogin(client_end, &client_tls, 4096, encryption);
+    let mut client = connecting.await.unwrap();
+    for packet in &packets {
+        client.write_all(packet).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    server.await.unwrap();
+
+    // TLS 1.3 adds 17 bytes per record: 16 of AEAD tag, 1 of content type.
+    let from_client = wire.read();
+    let wrapped: usize = leading_prelogin_packets(&from_client)
+        .iter()
+        .map(|p| p.1)
+        .sum();
+    let records = tls_records(&from_client[wrapped..]);
+    let expected: Vec<(u8, usize)> = sizes.iter().map(|&size| (0x17, size + 17)).collect();
+    assert_eq!(records, expected);
+}

@@ -40,6 +40,7 @@ pub struct ClientTls {
     prelogin: Arc<ClientConfig>,
     strict: Arc<ClientConfig>,
     server_name: ServerName<'static>,
+    verifies_certificates: bool,
 }
 
 impl ClientTls {
@@ -55,7 +56,13 @@ impl ClientTls {
             prelogin: Arc::new(prelogin),
             strict: Arc::new(strict),
             server_name,
+            verifies_certificates: !options.trust_server_certificate,
         })
+    }
+
+    /// False when any server certificate is accepted: the caller warns.
+    pub fn verifies_certificates(&self) -> bool {
+        self.verifies_certificates
     }
 
     /// The name the certificate is checked against, also sent as SNI.
@@ -169,6 +176,7 @@ mod tests {
 
         assert_eq!(tls.strict.alpn_protocols, vec![b"tds/8.0".to_vec()]);
         assert!(tls.prelogin.alpn_protocols.is_empty());
+        assert!(!tls.verifies_certificates());
         assert_eq!(
             tls.server_name(),
             &ServerName::try_from("db.example.net").unwrap()

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::trace;
 
 use super::error::{framing_io, FramingError};
 
@@ -176,6 +177,7 @@ impl<S> PreloginWrapper<S> {
             .extend_from_slice(&prelogin_header(eom, len, self.packet_id));
         self.out.append(&mut self.payload);
         self.packet_id = self.packet_id.wrapping_add(1);
+        trace!(packet.len = len, packet.eom = eom, "prelogin packet out");
     }
 
     /// Parses a complete incoming header.
@@ -187,6 +189,11 @@ impl<S> PreloginWrapper<S> {
 
         self.header_filled = 0;
         self.payload_left = usize::from(len) - HEADER_LEN;
+        trace!(
+            packet.len = len,
+            packet.status = self.header[1],
+            "prelogin packet in"
+        );
         Ok(())
     }
 }
