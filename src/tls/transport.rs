@@ -149,13 +149,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// plaintext on the raw stream. Flushes what was written first.
     ///
     /// Fails if the peer sent more over TLS than was read, since those bytes
-    /// could be neither returned as plaintext TDS nor dropped silently.
-    pub async fn end_login_encryption(mut self) -> Result<Self, TlsError> {
-        let peer = self.peer();
-        let Transport::Prelogin(tls_stream) = &mut self else {
-            return Err(TlsError::WrongState(
-                "login-only downgrade of a non-prelogin leg",
-            ));
+    /// could be neither returned as plaintext TDS nor dropped silently. The
+    /// transport is consumed either way: a leg that was not set up with
+    /// [`Encryption::LoginOnly`] gives [`TlsError::WrongState`], a bug in the
+    /// caller.
+    pub async fn end_login_encryption(self) -> Result<Self, TlsError> {
+        let Transport::Prelogin(mut tls_stream) = self else {
+            return Err(TlsError::WrongState("login-only downgrade without tls"));
         };
         if tls_stream.get_ref().0.phase() != Phase::RecordBounded {
             return Err(TlsError::WrongState(
@@ -163,17 +163,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             ));
         }
 
-        let peer = peer.unwrap_or(Peer::Client);
+        let peer = remote_of(&tls_stream);
         tls_stream
             .flush()
             .await
             .map_err(|source| TlsError::Io { peer, source })?;
-
-        let Transport::Prelogin(tls_stream) = self else {
-            return Err(TlsError::WrongState(
-                "login-only downgrade of a non-prelogin leg",
-            ));
-        };
         abandon(*tls_stream, peer)
     }
 
@@ -200,15 +194,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             Transport::Plain(_) => None,
             Transport::Prelogin(tls) => Some(tls.get_ref().1),
             Transport::Strict(tls) => Some(tls.get_ref().1),
-        }
-    }
-
-    /// The remote end when TLS is in use.
-    fn peer(&self) -> Option<Peer> {
-        match self {
-            Transport::Plain(_) => None,
-            Transport::Prelogin(tls) => Some(remote_of(tls)),
-            Transport::Strict(tls) => Some(remote_of(tls)),
         }
     }
 }
