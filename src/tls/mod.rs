@@ -3,7 +3,7 @@
 //! [MS-TDS] 2.2.6.5 (PRELOGIN encryption negotiation), 3.2.5.1 (the handshake
 //! carried in PRELOGIN packets).
 //!
-//! - [`detect`]: what a client's first bytes are (PRELOGIN, LOGIN7, strict TLS).
+//! - [`mod@detect`]: what a client's first bytes are (PRELOGIN, LOGIN7, strict TLS).
 //! - [`server`] / [`client`]: rustls configurations for each role.
 //! - [`certs`]: certificate loading and self-signed generation.
 //! - [`prelogin_wrapper`]: the 0x12 packet adapter under the TLS engine.
