@@ -610,8 +610,11 @@ async fn tiberius_completes_the_prelogin_handshake() {
     assert_eq!(prelogin[0][0], 0x12);
     socket.write_all(&prelogin_response(0x01)).await.unwrap();
 
+    // 512-byte packets: the driver must reassemble our multi-packet flight.
+    let (socket, wire) = tap(socket);
+
     let encryption = Encryption::Full;
-    let mut t = Transport::accept_prelogin(socket, &cert.server, 4096, encryption)
+    let mut t = Transport::accept_prelogin(socket, &cert.server, SMALL_PACKET, encryption)
         .await
         .unwrap();
     let login = read_message(&mut t).await;
@@ -619,6 +622,7 @@ async fn tiberius_completes_the_prelogin_handshake() {
 
     assert_eq!(login[0][0], 0x10, "LOGIN7 packet type");
     assert_eq!(t.kind(), TransportKind::Prelogin);
+    assert!(leading_prelogin_packets(&wire.written()).len() >= 2);
 }
 
 #[tokio::test]
