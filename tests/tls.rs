@@ -16,8 +16,8 @@ use tokio_util::compat::TokioAsyncWriteCompatExt;
 
 use tdsguard::tls::certs::{self, SelfSigned};
 use tdsguard::tls::{
-    detect, ClientTls, ClientTlsOptions, Encryption, Fault, FirstPacket, Peer, PreloginWrapper,
-    ServerTls, TlsError, Transport, TransportKind,
+    detect, ConnectorOptions, Encryption, Fault, FirstPacket, Peer, PreloginWrapper, TlsAcceptors,
+    TlsConnectors, TlsError, Transport, TransportKind,
 };
 
 const SMALL_PACKET: usize = 512;
@@ -102,7 +102,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
 /// PEM written to a file so clients can trust it as a CA.
 struct TestCert {
     _dir: tempfile::TempDir,
-    server: ServerTls,
+    server: TlsAcceptors,
     cert_path: PathBuf,
     generated: SelfSigned,
 }
@@ -115,15 +115,15 @@ fn test_cert() -> TestCert {
     std::fs::write(&cert_path, &generated.cert_pem).unwrap();
 
     TestCert {
-        server: ServerTls::new(generated.identity.clone()).unwrap(),
+        server: TlsAcceptors::new(generated.identity.clone()).unwrap(),
         cert_path,
         generated,
         _dir: dir,
     }
 }
 
-fn verifying_client(cert: &TestCert, host: &str) -> ClientTls {
-    ClientTls::new(&ClientTlsOptions {
+fn verifying_client(cert: &TestCert, host: &str) -> TlsConnectors {
+    TlsConnectors::new(&ConnectorOptions {
         host_name: host.into(),
         ca_file: Some(cert.cert_path.clone()),
         trust_server_certificate: false,
@@ -275,7 +275,7 @@ async fn login_only_round_trip(
     connect: impl Future<Output = Transport<DuplexStream>>,
     server_end: Tap<DuplexStream>,
     wire: TapLog,
-    server_tls: ServerTls,
+    server_tls: TlsAcceptors,
 ) {
     let server = tokio::spawn(async move {
         let encryption = Encryption::LoginOnly;
@@ -436,8 +436,8 @@ async fn strict_mode_over_tcp_with_detection_and_alpn() {
 
 /// Runs a prelogin handshake and returns both sides' results.
 async fn handshake_with(
-    server_tls: ServerTls,
-    client_tls: ClientTls,
+    server_tls: TlsAcceptors,
+    client_tls: TlsConnectors,
 ) -> (
     Result<Transport<DuplexStream>, TlsError>,
     Result<Transport<DuplexStream>, TlsError>,
@@ -471,7 +471,7 @@ async fn a_certificate_from_another_ca_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let other_ca = dir.path().join("other-ca.pem");
     std::fs::write(&other_ca, other_ca_pem()).unwrap();
-    let client_tls = ClientTls::new(&ClientTlsOptions {
+    let client_tls = TlsConnectors::new(&ConnectorOptions {
         host_name: "localhost".into(),
         ca_file: Some(other_ca),
         trust_server_certificate: false,
@@ -534,7 +534,7 @@ async fn a_certificate_for_another_name_is_rejected() {
 #[tokio::test]
 async fn trust_server_certificate_accepts_a_self_signed_certificate() {
     let cert = test_cert();
-    let client_tls = ClientTls::new(&ClientTlsOptions {
+    let client_tls = TlsConnectors::new(&ConnectorOptions {
         host_name: "db.example.net".into(),
         ca_file: None,
         trust_server_certificate: true,

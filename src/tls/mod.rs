@@ -18,10 +18,10 @@ pub mod replay;
 pub mod server;
 pub mod transport;
 
-pub use client::{ClientTls, ClientTlsOptions};
+pub use client::{ConnectorOptions, TlsConnectors};
 pub use detect::{detect, FirstPacket};
 pub use error::{Fault, FramingError, Peer, TlsError};
 pub use prelogin_wrapper::PreloginWrapper;
 pub use replay::Replay;
-pub use server::ServerTls;
+pub use server::TlsAcceptors;
 pub use transport::{Encryption, Transport, TransportKind, MAX_ENCRYPTED_PACKET_SIZE};

@@ -24,11 +24,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::rustls::CommonState;
 use tokio_rustls::TlsStream;
 
-use super::client::ClientTls;
+use super::client::TlsConnectors;
 use super::error::{Peer, TlsError};
 use super::prelogin_wrapper::{Phase, PreloginWrapper};
 use super::replay::Replay;
-use super::server::ServerTls;
+use super::server::TlsAcceptors;
 
 /// Largest packet size on a leg that uses TLS: SQL Server refuses a larger
 /// network packet size when encryption is on, and it keeps each TDS packet
@@ -74,7 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// encryption.
     pub async fn accept_prelogin(
         stream: S,
-        tls: &ServerTls,
+        tls: &TlsAcceptors,
         packet_size: usize,
         encryption: Encryption,
     ) -> Result<Self, TlsError> {
@@ -97,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
 
     /// Server role, TDS 8.0 strict: the TLS handshake is the first thing on
     /// the stream (replay the sniffed bytes with [`super::detect::detect`]).
-    pub async fn accept_strict(stream: S, tls: &ServerTls) -> Result<Self, TlsError> {
+    pub async fn accept_strict(stream: S, tls: &TlsAcceptors) -> Result<Self, TlsError> {
         let accepted = tls.strict_acceptor().accept(stream).await;
         let tls_stream = accepted.map_err(|e| TlsError::from_handshake(e, Peer::Client))?;
 
@@ -107,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Client role, TDS 7.x: the handshake inside PRELOGIN packets.
     pub async fn connect_prelogin(
         stream: S,
-        tls: &ClientTls,
+        tls: &TlsConnectors,
         packet_size: usize,
         encryption: Encryption,
     ) -> Result<Self, TlsError> {
@@ -126,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     }
 
     /// Client role, TDS 8.0 strict: TLS first, offering ALPN `tds/8.0`.
-    pub async fn connect_strict(stream: S, tls: &ClientTls) -> Result<Self, TlsError> {
+    pub async fn connect_strict(stream: S, tls: &TlsConnectors) -> Result<Self, TlsError> {
         let name = tls.server_name().clone();
         let connected = tls.strict_connector().connect(name, stream).await;
         let tls_stream = connected.map_err(|e| TlsError::from_handshake(e, Peer::Server))?;
