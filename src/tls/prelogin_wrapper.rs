@@ -634,4 +634,29 @@ mod tests {
         let inner = err.get_ref().and_then(|e| e.downcast_ref::<FramingError>());
         assert_eq!(inner, Some(&FramingError::RecordTooLong(0xFFFF)));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn wrapped_bytes_round_trip(
+            flights in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..3000), 1..4),
+            packet_size in 512usize..2048,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (sent, received) = runtime.block_on(async {
+                let (near, far) = tokio::io::duplex(64 * 1024);
+                let mut writer = PreloginWrapper::new(near, packet_size);
+                let mut reader = PreloginWrapper::new(far, 4096);
+                for flight in &flights {
+                    writer.write_all(flight).await.unwrap();
+                    writer.flush().await.unwrap();
+                }
+                drop(writer);
+
+                let mut received = Vec::new();
+                reader.read_to_end(&mut received).await.unwrap();
+                (flights.concat(), received)
+            });
+            proptest::prop_assert_eq!(sent, received);
+        }
+    }
 }
