@@ -3,6 +3,7 @@
 //! no tokio, and nothing logged above trace.
 
 pub mod error;
+pub mod packet;
 pub mod reader;
 
 pub use error::{DecodeError, EncodeError};
