@@ -5,6 +5,7 @@
 pub mod error;
 pub mod packet;
 pub mod reader;
+pub mod types;
 
 pub use error::{DecodeError, EncodeError};
 pub use reader::Reader;
