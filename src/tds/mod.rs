@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod packet;
+pub mod prelogin;
 pub mod reader;
 pub mod types;
 
