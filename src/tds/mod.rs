@@ -9,6 +9,7 @@ pub mod packet;
 pub mod prelogin;
 pub mod reader;
 pub mod sql_batch;
+pub mod tls_record;
 pub mod token;
 pub mod types;
 
