@@ -8,6 +8,7 @@ pub mod login7;
 pub mod packet;
 pub mod prelogin;
 pub mod reader;
+pub mod rpc;
 pub mod sql_batch;
 pub mod tls_record;
 pub mod token;
