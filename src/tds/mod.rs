@@ -10,6 +10,7 @@ pub mod prelogin;
 pub mod reader;
 pub mod rpc;
 pub mod sql_batch;
+pub mod stream;
 pub mod tls_record;
 pub mod token;
 pub mod types;
