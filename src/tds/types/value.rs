@@ -846,4 +846,34 @@ mod tests {
         assert_eq!(format!("{v:?}"), "NVarChar(<6 bytes redacted>)");
         assert!(!format!("{:?}", SqlValue::Int(42)).contains("42"));
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::framing::decode_value_raw_in;
+        use crate::tds::types::testing::arb_typed;
+
+        proptest! {
+            #[test]
+            fn encode_decode_encode_identity((ti, v) in arb_typed()) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut bytes = Vec::new();
+                    encode_value_in(&ti, ctx, &v, &mut bytes).unwrap();
+
+                    let mut r = Reader::new(&bytes, "value");
+                    let raw = decode_value_raw_in(&ti, ctx, &mut r).unwrap();
+                    r.finish().unwrap();
+                    let decoded = decode_value(&ti, &raw).unwrap();
+
+                    let mut again = Vec::new();
+                    encode_value_in(&ti, ctx, &decoded, &mut again).unwrap();
+                    prop_assert_eq!(&again, &bytes);
+                    if !matches!(v, SqlValue::Real(_) | SqlValue::Float(_)) {
+                        prop_assert_eq!(&decoded, &v);
+                    }
+                }
+            }
+        }
+    }
 }
