@@ -5,6 +5,9 @@
 //! Every field is kept as sent, so decode followed by encode gives the input
 //! bytes back. Lengths that the specification restricts (INTN 1/2/4/8, DECIMALN
 //! 5/9/13/17, scale 0..7, ...) are checked on decode.
+//!
+//! TODO(tdsguard): TDS 7.0 sends character types without a collation (it was
+//! added in TDS 7.1); decoding assumes TDS 7.1 or later.
 
 use crate::tds::{DecodeError, EncodeError, Reader};
 
