@@ -18,10 +18,12 @@
 //! memory, for forwarding untouched results) or whole and decoded (for
 //! rewriting), under a size cap.
 //!
-//! TODO(tdsguard): COLMETADATA keeps TYPE_INFO as wire bytes plus framing
-//! ([`crate::tds::token::TypeInfoRaw`]); callers that need typed TYPE_INFO
-//! convert with `TypeInfoRaw::typed`. Walking rows directly with
-//! `types::TypeInfo::framing()` would remove the second TYPE_INFO parser.
+//! Value framing comes from [`crate::tds::types::TypeInfo::framing`], through
+//! the COLMETADATA columns ([`crate::tds::token::TypeInfoRaw`]).
+//!
+//! RETURNVALUE is always held whole (the rewriter needs output parameters
+//! whole), under the whole-row cap of the current mode, or
+//! [`DEFAULT_MAX_WHOLE_ROW_BYTES`] in [`RowMode::Pieces`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -540,25 +542,25 @@ impl TokenReader {
     }
 
     fn step(&mut self) -> Result<Option<Item>, DecodeError> {
-        loop {
-            if self.buf.len() < self.need {
-                return Ok(None);
-            }
-            let progressed = match self.state {
-                State::Idle => self.start_token()?,
-                State::Sized { .. } => return self.step_sized(),
-                State::FeatureExtAck => return self.step_feature_ext_ack(),
-                State::ColMetadata(_) => return self.step_col_metadata(),
-                State::DataClassification => return self.step_data_classification(),
-                State::ReturnValue(_) => return self.step_return_value(),
-                State::Row(_) => return self.step_row(),
-            };
-            debug_assert!(progressed);
+        if self.buf.len() < self.need {
+            return Ok(None);
+        }
+        if matches!(self.state, State::Idle) {
+            self.start_token()?;
+        }
+        match self.state {
+            State::Idle => Ok(None),
+            State::Sized { .. } => self.step_sized(),
+            State::FeatureExtAck => self.step_feature_ext_ack(),
+            State::ColMetadata(_) => self.step_col_metadata(),
+            State::DataClassification => self.step_data_classification(),
+            State::ReturnValue(_) => self.step_return_value(),
+            State::Row(_) => self.step_row(),
         }
     }
 
     /// Reads the token type and picks how to frame the token.
-    fn start_token(&mut self) -> Result<bool, DecodeError> {
+    fn start_token(&mut self) -> Result<(), DecodeError> {
         let ty = self.buf.first().copied().unwrap_or_default();
         self.pos = 1;
         self.state = match ty {
@@ -587,7 +589,7 @@ impl TokenReader {
             other => return Err(DecodeError::UnknownToken(other)),
         };
         self.need = 1;
-        Ok(true)
+        Ok(())
     }
 
     fn fixed(total: usize) -> State {
@@ -826,7 +828,10 @@ impl TokenReader {
                 check_need("RETURNVALUE", self.pos, self.whole_cap())?;
                 Ok(self.wait(n))
             }
-            Progress::Done => self.finish_token(self.pos).map(Some),
+            Progress::Done => {
+                check_need("RETURNVALUE", self.pos, self.whole_cap())?;
+                self.finish_token(self.pos).map(Some)
+            }
         }
     }
 
@@ -879,6 +884,9 @@ impl TokenReader {
             }
             walk.value = ValueWalk::new(walk.value.cap);
             walk.column += 1;
+        }
+        if let Some(cap) = walk.value.cap {
+            check_need(name_of_row(walk.ty), self.pos, cap)?;
         }
         Ok(Progress::Done)
     }
@@ -1303,6 +1311,25 @@ mod tests {
             Err(DecodeError::TooLarge { .. })
         ));
         assert!(reader.poll_item().is_err(), "stays failed");
+    }
+
+    #[test]
+    fn whole_row_cap_counts_all_values() {
+        let (ctx, mut input) = with_sample_metadata();
+        input.extend_from_slice(&plp_row(&sample_metadata(), 1000));
+        let mut reader = TokenReader::new(ctx);
+        reader.set_row_mode(RowMode::Whole {
+            max_row_bytes: 1010,
+        });
+        reader.handle_bytes(&input);
+        assert!(reader.poll_item().unwrap().is_some());
+        assert!(matches!(
+            reader.poll_item(),
+            Err(DecodeError::TooLarge {
+                structure: "NBCROW",
+                ..
+            })
+        ));
     }
 
     #[test]
