@@ -6,12 +6,13 @@
 //! Cost is linear in the input. The reader never restarts a token when more
 //! bytes arrive: tokens with a length prefix (or a fixed size) are decoded
 //! once, when all of them is buffered; FEATUREEXTACK is walked entry by
-//! entry; COLMETADATA column by column; ROW, NBCROW and RETURNVALUE value by
-//! value, keeping the position inside the current value and the PLP chunk
-//! state. A structure that must be retried (one COLMETADATA column, a
-//! RETURNVALUE header, a CekTable, DATACLASSIFICATION) is retried only once
-//! the buffer reaches the length its last attempt proved necessary, so every
-//! retry gets past at least one more field. [`TokenReader::work`] counts the
+//! entry; COLMETADATA column by column; DATACLASSIFICATION one count, name or
+//! property at a time; ROW, NBCROW and RETURNVALUE value by value, keeping
+//! the position inside the current value and the PLP chunk state. A unit
+//! that must be retried (one COLMETADATA column, a RETURNVALUE header, a
+//! CekTable) is retried only once the buffer reaches the length its last
+//! attempt proved necessary, so every retry gets past at least one more
+//! field: the cost per unit is at most its size times its number of fields. [`TokenReader::work`] counts the
 //! bytes examined, for tests that hold the reader to this.
 //!
 //! Rows are handed over in one of two [`RowMode`]s: as raw pieces (constant
@@ -33,7 +34,9 @@ use bytes::{Bytes, BytesMut};
 use crate::tds::error::DecodeError;
 use crate::tds::reader::Reader;
 use crate::tds::token::col_metadata::{CekTable, ColumnData, MAX_COLUMNS};
-use crate::tds::token::data_classification::MAX_DATACLASSIFICATION_BYTES;
+use crate::tds::token::data_classification::{
+    self, DataClassification, MAX_DATACLASSIFICATION_BYTES, VERSION_WITH_RANK,
+};
 use crate::tds::token::feature_ext_ack::{check_total, FEATURE_TERMINATOR};
 use crate::tds::token::fed_auth_info::MAX_FEDAUTHINFO_BYTES;
 use crate::tds::token::return_value::ReturnValueHeader;
@@ -387,6 +390,88 @@ struct ReturnValueWalk {
     value: ValueWalk,
 }
 
+/// Where a DATACLASSIFICATION walk stands; each step reads one small unit
+/// (a count, a name pair, a rank or a property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataClassStep {
+    LabelCount,
+    Labels(u16),
+    InfoTypeCount,
+    InfoTypes(u16),
+    Rank,
+    ColumnCount,
+    /// Columns still to read.
+    Columns(usize),
+    /// Properties still to read in the current column, then columns after it.
+    Properties(u16, usize),
+    Done,
+}
+
+/// Progress through a DATACLASSIFICATION, which has no length prefix.
+#[derive(Debug)]
+struct DataClassWalk {
+    step: DataClassStep,
+    with_rank: bool,
+    token: DataClassification,
+}
+
+impl DataClassWalk {
+    fn new(with_rank: bool) -> Self {
+        DataClassWalk {
+            step: DataClassStep::LabelCount,
+            with_rank,
+            token: DataClassification {
+                labels: Vec::new(),
+                information_types: Vec::new(),
+                rank: None,
+                columns: Vec::new(),
+            },
+        }
+    }
+
+    /// Reads one unit from `r` and moves to the next step.
+    fn read_unit(&mut self, r: &mut Reader<'_>, ctx: &TokenContext) -> Result<(), DecodeError> {
+        use DataClassStep::*;
+        self.step = match self.step {
+            LabelCount => Labels(r.u16_le()?),
+            Labels(0) => InfoTypeCount,
+            Labels(n) => {
+                self.token.labels.push(data_classification::decode_pair(r)?);
+                Labels(n - 1)
+            }
+            InfoTypeCount => InfoTypes(r.u16_le()?),
+            InfoTypes(0) if self.with_rank => Rank,
+            InfoTypes(0) => ColumnCount,
+            InfoTypes(n) => {
+                let pair = data_classification::decode_pair(r)?;
+                self.token.information_types.push(pair);
+                InfoTypes(n - 1)
+            }
+            Rank => {
+                self.token.rank = Some(r.u32_le()? as i32);
+                ColumnCount
+            }
+            ColumnCount => Columns(data_classification::check_column_count(r.u16_le()?, ctx)?),
+            Columns(0) => Done,
+            Columns(n) => {
+                let properties = r.u16_le()?;
+                self.token.columns.push(Vec::new());
+                Properties(properties, n - 1)
+            }
+            Properties(0, left) => Columns(left),
+            Properties(k, left) => {
+                let p = data_classification::decode_property(r, self.with_rank)?;
+                if let Some(column) = self.token.columns.last_mut() {
+                    column.push(p);
+                }
+                Properties(k - 1, left)
+            }
+            Done => Done,
+        };
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// Between tokens.
@@ -399,7 +484,7 @@ enum State {
     },
     FeatureExtAck,
     ColMetadata(Box<ColMetaWalk>),
-    DataClassification,
+    DataClassification(Box<DataClassWalk>),
     ReturnValue(Box<ReturnValueWalk>),
     Row(Box<RowWalk>),
 }
@@ -553,7 +638,7 @@ impl TokenReader {
             State::Sized { .. } => self.step_sized(),
             State::FeatureExtAck => self.step_feature_ext_ack(),
             State::ColMetadata(_) => self.step_col_metadata(),
-            State::DataClassification => self.step_data_classification(),
+            State::DataClassification(_) => self.step_data_classification(),
             State::ReturnValue(_) => self.step_return_value(),
             State::Row(_) => self.step_row(),
         }
@@ -580,7 +665,9 @@ impl TokenReader {
             tok::FEDAUTHINFO => Self::length(4, MAX_FEDAUTHINFO_BYTES),
             tok::FEATUREEXTACK => State::FeatureExtAck,
             tok::COLMETADATA => State::ColMetadata(Box::default()),
-            tok::DATACLASSIFICATION => State::DataClassification,
+            tok::DATACLASSIFICATION => State::DataClassification(Box::new(DataClassWalk::new(
+                data_classification::require_ack(&self.ctx)? >= VERSION_WITH_RANK,
+            ))),
             tok::RETURNVALUE => State::ReturnValue(Box::new(ReturnValueWalk {
                 framing: None,
                 value: ValueWalk::new(Some(self.whole_cap())),
@@ -785,21 +872,31 @@ impl TokenReader {
         ))
     }
 
-    /// DATACLASSIFICATION has no length and is small: retried as a whole
-    /// until it parses, each retry only once the buffer passed the last
-    /// attempt's stopping point.
+    /// DATACLASSIFICATION has no length: walked one count, name pair, rank
+    /// or property at a time.
     fn step_data_classification(&mut self) -> Result<Option<Item>, DecodeError> {
-        let ctx = &self.ctx;
-        match attempt(&self.buf, 0, &mut self.work, |r| Token::decode(r, ctx))? {
-            Attempt::Need(n) => {
-                check_need("DATACLASSIFICATION", n, MAX_DATACLASSIFICATION_BYTES)?;
-                Ok(self.wait(n))
+        let State::DataClassification(walk) = &mut self.state else {
+            return Ok(None);
+        };
+        let (buf, ctx, work) = (&self.buf[..], &self.ctx, &mut self.work);
+        while walk.step != DataClassStep::Done {
+            match attempt(buf, self.pos, work, |r| walk.read_unit(r, ctx))? {
+                Attempt::Need(n) => {
+                    check_need("DATACLASSIFICATION", n, MAX_DATACLASSIFICATION_BYTES)?;
+                    self.need = n;
+                    return Ok(None);
+                }
+                Attempt::Done((), used) => self.pos += used,
             }
-            Attempt::Done(token, used) => {
-                let raw = self.buf.split_to(used).freeze();
-                Ok(Some(self.yield_token(token, raw)))
-            }
+            check_need("DATACLASSIFICATION", self.pos, MAX_DATACLASSIFICATION_BYTES)?;
         }
+        let State::DataClassification(walk) = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            return Ok(None);
+        };
+        let raw = self.buf.split_to(self.pos).freeze();
+        let token = Token::DataClassification(walk.token);
+        Ok(Some(self.yield_token(token, raw)))
     }
 
     /// RETURNVALUE: the header (retried as a unit), then the value walked,
@@ -1311,6 +1408,76 @@ mod tests {
             Err(DecodeError::TooLarge { .. })
         ));
         assert!(reader.poll_item().is_err(), "stays failed");
+    }
+
+    #[test]
+    fn data_classification_after_its_ack() {
+        let (mut ctx, mut input) = with_sample_metadata();
+        ctx.data_classification = Some(2);
+        let columns = sample_metadata().columns.len();
+        let property = |label| tok::SensitivityProperty {
+            label,
+            information_type: 1,
+            rank: Some(10),
+        };
+        let mut properties = vec![Vec::new(); columns];
+        properties[0] = vec![property(0), property(1)];
+        properties[columns - 1] = vec![property(1)];
+        let token = Token::DataClassification(DataClassification {
+            labels: vec![("Public".into(), "a".into()), ("Secret".into(), "b".into())],
+            information_types: vec![("Name".into(), "c".into()), ("Health".into(), "d".into())],
+            rank: Some(20),
+            columns: properties,
+        });
+        let mut after = ctx.clone();
+        after.columns = Some(Arc::new(sample_metadata()));
+        token.encode(&after, &mut input).unwrap();
+        let tokens = check_stream(&input, &ctx);
+        assert!(tokens[1] == token);
+        let work = {
+            let mut reader = TokenReader::new(ctx.clone());
+            for b in &input {
+                reader.handle_bytes(&[*b]);
+                while reader.poll_item().unwrap().is_some() {}
+            }
+            reader.work()
+        };
+        assert!(
+            work <= 8 * input.len() as u64,
+            "work {work} for {}",
+            input.len()
+        );
+
+        ctx.data_classification = None;
+        let mut reader = TokenReader::new(ctx);
+        reader.handle_bytes(&input);
+        assert!(reader.poll_item().unwrap().is_some());
+        assert!(reader.poll_item().is_err(), "refused without the ack");
+    }
+
+    #[test]
+    fn large_col_metadata_one_byte_at_a_time_is_linear() {
+        let mut meta = sample_metadata();
+        let columns = meta.columns.clone();
+        for _ in 0..100 {
+            meta.columns.extend(columns.iter().cloned());
+        }
+        let mut input = Vec::new();
+        meta.encode(&modern(), &mut input).unwrap();
+        let mut reader = TokenReader::new(modern());
+        let mut items = 0;
+        for b in &input {
+            reader.handle_bytes(&[*b]);
+            while reader.poll_item().unwrap().is_some() {
+                items += 1;
+            }
+        }
+        assert_eq!(items, 1);
+        assert!(
+            reader.work() <= 16 * input.len() as u64,
+            "work {}",
+            reader.work()
+        );
     }
 
     #[test]
