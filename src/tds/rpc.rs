@@ -565,6 +565,16 @@ mod tests {
         assert_eq!(text(&call.params[1]), "@P0 nvarchar(4000),@P1 int");
         assert_eq!(text(&call.params[3]), "zzz");
         assert_eq!(call.params.len(), 5);
+
+        // The declaration string names the types the parameters carry.
+        let declared: Vec<_> = call.params[3..]
+            .iter()
+            .map(|p| p.type_info.declaration())
+            .collect();
+        assert_eq!(
+            declared,
+            [Some("nvarchar(4000)".into()), Some("int".into())]
+        );
     }
 
     #[test]

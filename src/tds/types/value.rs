@@ -399,7 +399,8 @@ pub fn encode_value(ti: &TypeInfo, v: &SqlValue, out: &mut Vec<u8>) -> Result<()
     encode_value_in(ti, TypeContext::Column, v, out)
 }
 
-/// Writes `v` as a value of type `ti` framed for `ctx`.
+/// Writes `v` as a value of type `ti` framed for `ctx`. [`SqlValue::Raw`]
+/// is written unchanged: it must already be framed for `ti` and `ctx`.
 pub fn encode_value_in(
     ti: &TypeInfo,
     ctx: TypeContext,
