@@ -792,7 +792,7 @@ impl TokenReader {
                 self.need = self.pos + 5;
                 return Ok(None);
             };
-            let next = self.pos + 5 + le_u64(len) as usize;
+            let next = (self.pos + 5).saturating_add(le_u64(len) as usize);
             check_total(next)?;
             self.work += 5;
             self.pos = next;
@@ -1618,6 +1618,87 @@ mod tests {
                 })
             }),
             any::<i32>().prop_map(|v| Token::ReturnStatus(tok::ReturnStatus(v))),
+            (8u8..13, proptest::collection::vec(any::<u8>(), 0..9)).prop_map(|(t, new)| {
+                Token::EnvChange(EnvChange::Bytes {
+                    env_type: t,
+                    new,
+                    old: Vec::new(),
+                })
+            }),
+            (any::<u16>(), name.clone()).prop_map(|(port, server)| {
+                Token::EnvChange(EnvChange::Routing {
+                    routing: Routing {
+                        protocol: 0,
+                        port,
+                        server,
+                    },
+                    old: Some(Vec::new()),
+                })
+            }),
+            proptest::collection::vec(
+                (0u8..0xFF, proptest::collection::vec(any::<u8>(), 0..9)),
+                0..4
+            )
+            .prop_map(|acks| Token::FeatureExtAck(FeatureExtAck(
+                acks.into_iter()
+                    .map(|(feature, data)| tok::FeatureAck { feature, data })
+                    .collect(),
+            ))),
+            (
+                any::<u32>(),
+                proptest::collection::vec(
+                    (
+                        any::<u8>(),
+                        any::<bool>(),
+                        proptest::collection::vec(any::<u8>(), 0..300)
+                    ),
+                    0..3
+                )
+            )
+                .prop_map(|(seq_no, entries)| Token::SessionState(tok::SessionState {
+                    seq_no,
+                    status: 1,
+                    entries: entries
+                        .into_iter()
+                        .map(|(state_id, long, value)| tok::StateEntry {
+                            state_id,
+                            long_len: long || value.len() >= 0xFF,
+                            value,
+                        })
+                        .collect(),
+                })),
+            (name.clone(), any::<[u8; 4]>()).prop_map(|(prog_name, prog_version)| {
+                Token::LoginAck(tok::LoginAck {
+                    interface: 1,
+                    tds_version: TdsVersion::V7_4,
+                    prog_name,
+                    prog_version,
+                })
+            }),
+            proptest::collection::vec(proptest::collection::vec(name.clone(), 1..4), 0..3)
+                .prop_map(|t| Token::TabName(tok::TabName(t))),
+            (any::<u16>(), name.clone(), arb_value(Framing::ByteLen)).prop_map(
+                |(ordinal, n, v)| {
+                    let mut r = Reader::new(&[0x26, 4], "t");
+                    let type_info = tok::TypeInfoRaw::decode(&mut r).unwrap();
+                    let value = match v {
+                        RawValue::Bytes(_) => RawValue::Bytes(vec![1, 2, 3, 4]),
+                        other => other,
+                    };
+                    Token::ReturnValue(Box::new(tok::ReturnValue {
+                        ordinal,
+                        name: n,
+                        status: 1,
+                        user_type: 0,
+                        flags: 0,
+                        type_info,
+                        crypto: None,
+                        value,
+                    }))
+                }
+            ),
+            Just(Token::ColMetadata(Arc::new(ColMetadata::no_metadata()))),
+            Just(Token::ColMetadata(Arc::new(sample_metadata()))),
             proptest::collection::vec(any::<u16>(), 0..8).prop_map(|v| Token::Order(tok::Order(v))),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(|v| Token::Sspi(tok::Sspi(v))),
             arb_row().prop_map(Token::Row),

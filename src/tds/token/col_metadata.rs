@@ -21,8 +21,28 @@ pub const MAX_COLUMNS: usize = 4096;
 /// Count value meaning "no metadata": the rows reuse the previous COLMETADATA.
 pub const NO_METADATA: u16 = 0xFFFF;
 
-/// Column flag fEncrypted (2.2.7.4): the column carries CryptoMetadata.
+/// Column flag fNullable (2.2.7.4).
+pub const FLAG_NULLABLE: u16 = 0x0001;
+/// Column flag fCaseSen.
+pub const FLAG_CASE_SENSITIVE: u16 = 0x0002;
+/// Column flags usUpdateable (2 bits: 0 read-only, 1 read/write, 2 unknown).
+pub const FLAG_UPDATEABLE_MASK: u16 = 0x000C;
+/// Column flag fIdentity.
+pub const FLAG_IDENTITY: u16 = 0x0010;
+/// Column flag fComputed.
+pub const FLAG_COMPUTED: u16 = 0x0020;
+/// Column flag fFixedLenCLRType.
+pub const FLAG_FIXED_LEN_CLR_TYPE: u16 = 0x0100;
+/// Column flag fSparseColumnSet.
+pub const FLAG_SPARSE_COLUMN_SET: u16 = 0x0400;
+/// Column flag fEncrypted: the column carries CryptoMetadata.
 pub const FLAG_ENCRYPTED: u16 = 0x0800;
+/// Column flag fHidden (browse-mode key columns).
+pub const FLAG_HIDDEN: u16 = 0x2000;
+/// Column flag fKey.
+pub const FLAG_KEY: u16 = 0x4000;
+/// Column flag fNullableUnknown.
+pub const FLAG_NULLABLE_UNKNOWN: u16 = 0x8000;
 
 /// Cap on CekTable entries: each encrypted column refers to one entry, so
 /// there are never more than columns.
@@ -342,6 +362,10 @@ impl ColumnData {
 
     pub fn is_encrypted(&self) -> bool {
         self.flags & FLAG_ENCRYPTED != 0
+    }
+
+    pub fn is_nullable(&self) -> bool {
+        self.flags & FLAG_NULLABLE != 0
     }
 }
 
