@@ -124,6 +124,11 @@ impl<'a> RawValue<'a> {
         out.extend_from_slice(self.wire);
     }
 
+    /// A value from its wire bytes and its data (`None` for NULL).
+    pub(crate) fn from_parts(wire: &'a [u8], data: Option<Cow<'a, [u8]>>) -> Self {
+        RawValue { wire, data }
+    }
+
     /// Copies borrowed data so the value outlives the input buffer.
     pub fn into_owned(self) -> (Vec<u8>, Option<Vec<u8>>) {
         (self.wire.to_vec(), self.data.map(Cow::into_owned))

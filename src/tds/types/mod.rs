@@ -25,6 +25,7 @@ pub(crate) mod testing;
 pub mod tvp;
 pub mod type_info;
 pub mod value;
+pub mod variant;
 
 pub use collation::{CharEncoding, Collation};
 pub use framing::{decode_value_raw, decode_value_raw_in, encode_null, RawValue, ValueFraming};

@@ -367,7 +367,7 @@ impl LegacyVarLenType {
 }
 
 impl VarLenType {
-    fn from_byte(b: u8) -> Option<Self> {
+    pub fn from_byte(b: u8) -> Option<Self> {
         let ty = match b {
             BIGVARBINARYTYPE => VarLenType::BigVarBinary,
             BIGBINARYTYPE => VarLenType::BigBinary,
