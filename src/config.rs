@@ -533,7 +533,10 @@ impl Config {
             ));
         }
         if listen.max_connections == 0 {
-            return Err(ConfigError::invalid("listen.max_connections", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "listen.max_connections",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -547,7 +550,10 @@ impl Config {
             ));
         }
         if up.connect_timeout_ms == 0 {
-            return Err(ConfigError::invalid("upstream.connect_timeout_ms", "must be above 0"));
+            return Err(ConfigError::invalid(
+                "upstream.connect_timeout_ms",
+                "must be above 0",
+            ));
         }
         if up.max_redirects > 10 {
             return Err(ConfigError::invalid("upstream.max_redirects", "at most 10"));
@@ -560,7 +566,10 @@ impl Config {
         for (i, col) in self.columns.iter().enumerate() {
             let key = format!("columns[{i}]");
             if col.table.trim().is_empty() || col.column.trim().is_empty() {
-                return Err(ConfigError::invalid(key, "table and column must not be empty"));
+                return Err(ConfigError::invalid(
+                    key,
+                    "table and column must not be empty",
+                ));
             }
             if col.table.split('.').count() > 2 {
                 return Err(ConfigError::invalid(

@@ -7,7 +7,10 @@ use crate::config::{Config, UpstreamMode};
 /// Prints a short summary of a configuration that loaded and validated.
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     println!("configuration ok");
-    println!("  listen    {} (tls {:?})", config.listen.address, config.listen.tls);
+    println!(
+        "  listen    {} (tls {:?})",
+        config.listen.address, config.listen.tls
+    );
     match config.upstream.mode {
         UpstreamMode::Embedded => println!("  upstream  embedded sandbox"),
         UpstreamMode::Server => println!(

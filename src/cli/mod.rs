@@ -1,7 +1,8 @@
 //! Subcommands of the `tdsguard` binary. Each lives in its own module and is
 //! reached through [`run`].
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod check;
+pub mod dump;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;
@@ -36,6 +38,18 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and exit.
     Check,
+
+    /// Decode a raw one-direction TDS byte stream, one line per message and token.
+    Dump {
+        /// The captured stream (raw TCP payload of one direction).
+        file: PathBuf,
+        /// Which peer sent the stream; guessed when absent.
+        #[arg(long, value_name = "client|server")]
+        from: Option<dump::Direction>,
+        /// Re-encode every decoded message and fail at the first byte that differs.
+        #[arg(long)]
+        roundtrip: bool,
+    },
 }
 
 /// Runs the parsed command line.
@@ -51,7 +65,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             check::run(&config)
         }
+        Some(Command::Dump {
+            ref file,
+            from,
+            roundtrip,
+        }) => run_dump(file, from, roundtrip),
     }
+}
+
+fn run_dump(
+    file: &Path,
+    from: Option<dump::Direction>,
+    roundtrip: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let summary = dump::run(file, from, roundtrip, &mut out)?;
+    out.flush()?;
+    if let Some(failure) = &summary.failure {
+        eprintln!("tdsguard dump: {failure}");
+    }
+    Ok(if summary.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
 
 /// Loads the configuration, printing an error to stderr (before logging
