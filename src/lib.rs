@@ -1,3 +1,5 @@
 //! tdsguard: an encrypting proxy for Microsoft SQL Server's TDS protocol.
 
+pub mod cli;
+pub mod crypto;
 pub mod tds;
