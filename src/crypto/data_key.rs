@@ -443,4 +443,50 @@ mod tests {
             Err(CryptoError::WrappedKeyTagMismatch { key_id: 5 })
         ));
     }
+
+    const WRAPPED_KAT_PATH: &str = "fixtures/envelope/wrapped-key.json";
+    const WRAPPED_KAT_JSON: &str = include_str!("../../fixtures/envelope/wrapped-key.json");
+
+    /// The wrapped-key vector for test key A. OAEP is randomized, so `wrapped` is whatever the
+    /// regeneration drew; everything else is recomputed from it.
+    fn wrapped_vector(wrapped: &WrappedDataKey, data_key: &DataKey) -> serde_json::Value {
+        serde_json::json!({
+            "company_key_file": "test-company-key-a.pem",
+            "key_id": wrapped.key_id.get(),
+            "data_key": crate::crypto::hex::encode(data_key.secret()),
+            "company_key_fingerprint": wrapped.company_key.to_string(),
+            "tag_key": crate::crypto::hex::encode(key_a().tag_key()),
+            "wrapped_key": crate::crypto::hex::encode(&wrapped.wrapped),
+            "tag": crate::crypto::hex::encode(&wrapped.tag),
+        })
+    }
+
+    #[test]
+    fn wrapped_key_vector_recomputes() {
+        let fixture: serde_json::Value = serde_json::from_str(WRAPPED_KAT_JSON).unwrap();
+        let field =
+            |name: &str| crate::crypto::hex::decode(fixture[name].as_str().unwrap()).unwrap();
+        let row = WrappedDataKey {
+            key_id: id(fixture["key_id"].as_i64().unwrap()),
+            company_key: Fingerprint::from_slice(&field("company_key_fingerprint")).unwrap(),
+            wrapped: field("wrapped_key"),
+            tag: field("tag").try_into().unwrap(),
+        };
+
+        let data_key = unwrap(&row, key_a()).unwrap();
+        assert_eq!(wrapped_vector(&row, &data_key), fixture);
+        let recomputed = compute_tag(key_a(), row.key_id, &row.company_key, &row.wrapped);
+        assert_eq!(recomputed, row.tag);
+    }
+
+    /// Writes fixtures/envelope/wrapped-key.json (see fixtures/envelope/README.md).
+    #[test]
+    #[ignore]
+    fn regenerate_wrapped_key_vector() {
+        let data_key = DataKey::from_bytes(id(1), core::array::from_fn(|i| i as u8));
+        let wrapped = data_key.wrap(key_a()).unwrap();
+        let text = serde_json::to_string_pretty(&wrapped_vector(&wrapped, &data_key)).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(WRAPPED_KAT_PATH);
+        std::fs::write(path, text + "\n").unwrap();
+    }
 }

@@ -860,47 +860,52 @@ mod tests {
         }
     }
 
-    /// Fixed inputs of the known-answer vectors: (mode, data key fill, key id, epoch, nonce,
-    /// column as written, type as written, plaintext).
-    fn kat_inputs() -> Vec<(
-        Mode,
-        u8,
-        u32,
-        u32,
-        [u8; 12],
-        &'static str,
-        &'static str,
-        Vec<u8>,
-    )> {
+    /// Fixed inputs of one known-answer vector. Deterministic vectors ignore `epoch` and
+    /// `nonce` (they are 0 and derived).
+    struct KatInput {
+        mode: Mode,
+        key_id: u32,
+        epoch: u32,
+        nonce: [u8; 12],
+        column: &'static str,
+        sql_type: &'static str,
+        plaintext: Vec<u8>,
+    }
+
+    /// Every vector uses the data key 0x42 repeated 32 times.
+    const KAT_KEY_FILL: u8 = 0x42;
+
+    fn kat_inputs() -> Vec<KatInput> {
         let nonce: [u8; 12] = core::array::from_fn(|i| 0xa0 + i as u8);
-        let ssn_utf16: Vec<u8> = "123-45-6789"
+        let ssn: Vec<u8> = "123-45-6789"
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
+        let input = |mode, key_id, epoch, nonce, column, sql_type, plaintext| KatInput {
+            mode,
+            key_id,
+            epoch,
+            nonce,
+            column,
+            sql_type,
+            plaintext,
+        };
+        let patients = "Clinic.dbo.Patients.SSN";
+        let (random, det) = (Mode::Randomized, Mode::Deterministic);
+
         vec![
-            (
-                Mode::Randomized,
-                0x42,
+            input(
+                random,
                 1,
                 0x0102_0304,
                 nonce,
-                "Clinic.dbo.Patients.SSN",
+                patients,
                 "nvarchar(11)",
-                ssn_utf16.clone(),
+                ssn.clone(),
             ),
-            (
-                Mode::Randomized,
-                0x42,
-                1,
-                0,
-                [0; 12],
-                "Clinic.dbo.Patients.SSN",
-                "nvarchar(11)",
-                Vec::new(),
-            ),
-            (
-                Mode::Randomized,
-                0x42,
+            input(random, 1, 0, [0; 12], patients, "nvarchar(11)", Vec::new()),
+            input(
+                random,
                 7,
                 0xffff_ffff,
                 nonce,
@@ -908,9 +913,8 @@ mod tests {
                 "date",
                 vec![0x5b, 0x95, 0x0a],
             ),
-            (
-                Mode::Randomized,
-                0x42,
+            input(
+                random,
                 1,
                 42,
                 nonce,
@@ -918,29 +922,10 @@ mod tests {
                 "decimal(10,2)",
                 vec![1, 0x39, 0x30, 0, 0, 0, 0, 0, 0],
             ),
-            (
-                Mode::Deterministic,
-                0x42,
-                1,
-                0,
-                [0; 12],
-                "Clinic.dbo.Patients.SSN",
-                "nvarchar(11)",
-                ssn_utf16,
-            ),
-            (
-                Mode::Deterministic,
-                0x42,
-                1,
-                0,
-                [0; 12],
-                "Clinic.dbo.Patients.SSN",
-                "nvarchar(11)",
-                Vec::new(),
-            ),
-            (
-                Mode::Deterministic,
-                0x42,
+            input(det, 1, 0, [0; 12], patients, "nvarchar(11)", ssn),
+            input(det, 1, 0, [0; 12], patients, "nvarchar(11)", Vec::new()),
+            input(
+                det,
                 2,
                 0,
                 [0; 12],
@@ -951,44 +936,56 @@ mod tests {
         ]
     }
 
-    /// Compute the vectors. Randomized vectors use the injected epoch and nonce; deterministic
-    /// ones derive their nonce.
-    fn kat_vectors() -> Value {
-        let vectors: Vec<Value> = kat_inputs()
-            .into_iter()
-            .map(|(mode, fill, key_id, epoch, nonce, column, sql_type, plaintext)| {
-                let key = data_key(key_id, fill);
-                let binding = binding(column, sql_type);
-                let (envelope, key_material) = match mode {
-                    Mode::Randomized => {
-                        let header = Header { mode, key_id, epoch, nonce };
-                        let cipher = randomized_cipher(&key, epoch);
-                        let subkey = randomized_subkey(&key, epoch);
-                        (seal_with(&cipher, header, &binding, &plaintext).unwrap(), subkey.to_vec())
-                    }
-                    Mode::Deterministic => {
-                        let entry = KeyEntry::new(Arc::clone(&key));
-                        let material = deterministic_key_material(&key, &binding);
-                        (seal_deterministic(&entry, &binding, &plaintext).unwrap(), material.to_vec())
-                    }
+    /// One vector: randomized ones use the injected epoch and nonce, deterministic ones derive
+    /// their nonce.
+    fn kat_vector(input: &KatInput) -> Value {
+        let key = data_key(input.key_id, KAT_KEY_FILL);
+        let binding = binding(input.column, input.sql_type);
+        let (envelope, key_material) = match input.mode {
+            Mode::Randomized => {
+                let header = Header {
+                    mode: input.mode,
+                    key_id: input.key_id,
+                    epoch: input.epoch,
+                    nonce: input.nonce,
                 };
-                let header: &[u8; HEADER_LEN] = envelope[..HEADER_LEN].try_into().unwrap();
-                json!({
-                    "mode": match mode { Mode::Randomized => "randomized", Mode::Deterministic => "deterministic" },
-                    "data_key_id": key_id,
-                    "data_key": hex::encode(key.secret()),
-                    "column": column,
-                    "canonical_column": binding.column().as_str(),
-                    "sql_type": sql_type,
-                    "canonical_sql_type": binding.sql_type().to_string(),
-                    "binding_digest": hex::encode(binding.digest()),
-                    "derived_key": hex::encode(&key_material),
-                    "associated_data": hex::encode(&associated_data(header, &binding)),
-                    "plaintext": hex::encode(&plaintext),
-                    "envelope": hex::encode(&envelope),
-                })
-            })
-            .collect();
+                let cipher = randomized_cipher(&key, input.epoch);
+                let envelope = seal_with(&cipher, header, &binding, &input.plaintext).unwrap();
+                (envelope, randomized_subkey(&key, input.epoch).to_vec())
+            }
+            Mode::Deterministic => {
+                let entry = KeyEntry::new(Arc::clone(&key));
+                let envelope = seal_deterministic(&entry, &binding, &input.plaintext).unwrap();
+                (
+                    envelope,
+                    deterministic_key_material(&key, &binding).to_vec(),
+                )
+            }
+        };
+
+        let header: &[u8; HEADER_LEN] = envelope[..HEADER_LEN].try_into().unwrap();
+        let mode = match input.mode {
+            Mode::Randomized => "randomized",
+            Mode::Deterministic => "deterministic",
+        };
+        json!({
+            "mode": mode,
+            "data_key_id": input.key_id,
+            "data_key": hex::encode(key.secret()),
+            "column": input.column,
+            "canonical_column": binding.column().as_str(),
+            "sql_type": input.sql_type,
+            "canonical_sql_type": binding.sql_type().to_string(),
+            "binding_digest": hex::encode(binding.digest()),
+            "derived_key": hex::encode(&key_material),
+            "associated_data": hex::encode(&associated_data(header, &binding)),
+            "plaintext": hex::encode(&input.plaintext),
+            "envelope": hex::encode(&envelope),
+        })
+    }
+
+    fn kat_vectors() -> Value {
+        let vectors: Vec<Value> = kat_inputs().iter().map(kat_vector).collect();
         json!({
             "format": "tdsguard value envelope version 1 (docs/FORMAT.md)",
             "regenerate": "cargo test --lib crypto::envelope::tests::regenerate_known_answer_vectors -- --ignored",
