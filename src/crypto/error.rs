@@ -44,8 +44,8 @@ pub enum CryptoError {
     },
 
     /// The operating system's random number generator failed.
-    #[error("operating system random number generator failed: {0}")]
-    Random(String),
+    #[error("operating system random number generator failed")]
+    Random(#[source] rand::Error),
 
     /// RSA key generation or OAEP encryption failed (a local fault, not the database's).
     #[error("RSA {operation} failed")]

@@ -23,9 +23,7 @@ pub const RESEED_INTERVAL: u32 = 1 << 20;
 
 /// Fill `out` from the operating system's generator.
 pub fn os_fill(out: &mut [u8]) -> Result<(), CryptoError> {
-    OsRng
-        .try_fill_bytes(out)
-        .map_err(|e| CryptoError::Random(e.to_string()))
+    OsRng.try_fill_bytes(out).map_err(CryptoError::Random)
 }
 
 /// A ChaCha20 generator seeded from the operating system and reseeded periodically.
