@@ -150,11 +150,16 @@ pub fn unwrap(wrapped: &WrappedDataKey, company: &CompanyKey) -> Result<DataKey,
         .decrypt_oaep(&wrapped.wrapped)
         .ok_or(CryptoError::UnwrapFailed { key_id })?;
 
-    let bytes: [u8; DATA_KEY_LEN] = plain
-        .as_slice()
-        .try_into()
-        .map_err(|_| CryptoError::UnwrapFailed { key_id })?;
-    Ok(DataKey::from_bytes(wrapped.key_id, bytes))
+    if plain.len() != DATA_KEY_LEN {
+        return Err(CryptoError::UnwrapFailed { key_id });
+    }
+    // Copied straight into zeroizing storage, so no stack copy of the key is left behind.
+    let mut secret = Zeroizing::new([0u8; DATA_KEY_LEN]);
+    secret.copy_from_slice(&plain);
+    Ok(DataKey {
+        id: wrapped.key_id,
+        secret,
+    })
 }
 
 /// The same data key wrapped under another company key (company key rotation). The data key

@@ -72,7 +72,7 @@ pub const SEALS_PER_EPOCH: u32 = 1 << 24;
 /// the cache must not grow with them; past the cap it is emptied and refilled on demand.
 pub const MAX_CACHED_SUBKEYS: usize = 1024;
 
-/// HKDF-SHA256 salt and info labels (docs/FORMAT.md, "Key derivation").
+/// HKDF-SHA256 salt and info labels (docs/FORMAT.md, "Randomized mode", "Deterministic mode").
 const HKDF_SALT: &[u8] = b"tdsguard envelope";
 const INFO_RANDOMIZED: &[u8] = b"tdsguard v1 randomized epoch";
 const INFO_DETERMINISTIC: &[u8] = b"tdsguard v1 deterministic column";
@@ -775,6 +775,36 @@ mod tests {
         assert!(entry.subkeys.lock().unwrap().len() <= 1);
         cipher.open(&ssn(), &envelope).unwrap();
         assert_eq!(entry.subkeys.lock().unwrap().len(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_value_round_trips_and_any_change_fails(
+            plaintext in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            deterministic in proptest::prelude::any::<bool>(),
+            position in proptest::prelude::any::<usize>(),
+            bit in 0u8..8,
+        ) {
+            let cipher = cipher();
+            let mode = if deterministic { Mode::Deterministic } else { Mode::Randomized };
+            let envelope = cipher.seal(mode, &ssn(), &plaintext).unwrap();
+            let opened = cipher.open(&ssn(), &envelope).unwrap();
+            proptest::prop_assert_eq!(opened.as_slice(), &plaintext[..]);
+
+            let mut changed = envelope.clone();
+            changed[position % envelope.len()] ^= 1 << bit;
+            proptest::prop_assert!(cipher.open(&ssn(), &changed).is_err());
+        }
+    }
+
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<EnvelopeCipher>();
+        shared::<crate::crypto::DataKeyCache>();
+        shared::<crate::crypto::CompanyKey>();
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub const COLUMNS: [&str; 4] = ["key_id", "company_key_fingerprint", "wrapped_ke
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyTable {
     quoted: String,
+    /// The unquoted last part, for constraint names.
+    table: String,
 }
 
 impl KeyTable {
@@ -43,7 +45,8 @@ impl KeyTable {
             .map(|part| format!("[{part}]"))
             .collect::<Vec<_>>()
             .join(".");
-        Ok(Self { quoted })
+        let table = parts.last().copied().unwrap_or_default().to_owned();
+        Ok(Self { quoted, table })
     }
 
     /// The table name as used in statements, e.g. `[dbo].[tdsguard_data_keys]`.
@@ -60,9 +63,10 @@ impl KeyTable {
              wrapped_key varbinary({MAX_WRAPPED_LEN}) NOT NULL,\n    \
              tag binary({WRAPPED_TAG_LEN}) NOT NULL,\n    \
              created_at datetime2(0) NOT NULL DEFAULT SYSUTCDATETIME(),\n    \
-             CONSTRAINT PK_tdsguard_data_keys PRIMARY KEY (key_id, company_key_fingerprint),\n    \
-             CONSTRAINT CK_tdsguard_data_keys_id CHECK (key_id > 0)\n)",
-            name = self.quoted
+             CONSTRAINT [PK_{table}] PRIMARY KEY (key_id, company_key_fingerprint),\n    \
+             CONSTRAINT [CK_{table}_key_id] CHECK (key_id > 0)\n)",
+            name = self.quoted,
+            table = self.table,
         )
     }
 
@@ -179,13 +183,25 @@ mod tests {
         let create = table.create_table_sql();
         assert!(create.starts_with("CREATE TABLE [sec].[keys] ("));
         assert!(create.contains("wrapped_key varbinary(512) NOT NULL"));
-        assert!(create.contains("PRIMARY KEY (key_id, company_key_fingerprint)"));
+        assert!(
+            create.contains("CONSTRAINT [PK_keys] PRIMARY KEY (key_id, company_key_fingerprint)")
+        );
+        assert!(create.contains("CONSTRAINT [CK_keys_key_id] CHECK (key_id > 0)"));
         for column in COLUMNS {
             assert!(create.contains(&format!("{column} ")), "{column}");
             assert!(table.select_sql().contains(column));
             assert!(table.insert_sql().contains(column));
         }
         assert!(table.insert_sql().ends_with("VALUES (@P1, @P2, @P3, @P4)"));
+    }
+
+    #[test]
+    fn format_doc_shows_the_default_statements() {
+        let doc = include_str!("../../docs/FORMAT.md");
+        let table = KeyTable::new(DEFAULT_TABLE_NAME).unwrap();
+        assert!(doc.contains(&table.create_table_sql()));
+        assert!(doc.contains(&format!("`{}`", table.insert_sql())));
+        assert!(doc.contains(&format!("`{}`", table.select_sql())));
     }
 
     #[test]
