@@ -2,5 +2,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod tds;
 pub mod tls;

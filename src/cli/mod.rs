@@ -11,6 +11,7 @@ use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod check;
 pub mod dump;
+pub mod keygen;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;
@@ -39,6 +40,13 @@ pub enum Command {
     /// Validate the configuration and exit.
     Check,
 
+    /// Make a company key: an RSA-2048 key pair as a PKCS#8 PEM file (mode 0600).
+    Keygen {
+        /// Where to write the key; an existing file is never replaced.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+
     /// Decode a raw one-direction TDS byte stream, one line per message and token.
     Dump {
         /// The captured stream (raw TCP payload of one direction).
@@ -64,6 +72,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             check::run(&config)
+        }
+        Some(Command::Keygen { ref out }) => {
+            keygen::keygen(out)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Dump {
             ref file,
