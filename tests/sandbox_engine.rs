@@ -303,8 +303,14 @@ fn batches_continue_or_abort_like_sql_server() {
     let line = c.events.iter().find_map(|e| if let Event::Error(e) = e { Some(e.line) } else { None });
     assert_eq!(line, Some(2));
 
-    let c = db.ok("SELECT @@ERROR");
+    let c = db.run("INSERT INTO t VALUES (1, 'a'); SELECT @@ERROR");
+    assert_eq!(c.scalar(), Value::Int(2627));
+    let c = db.ok("SELECT 1; SELECT @@ERROR");
     assert_eq!(c.scalar(), Value::Int(0));
+
+    let c = db.run("SELECT 1\nSELECT 2 FROM t WHERE id = 1\nINSERT INTO t VALUES (3, 'c')\nSELECT COUNT(*) FROM t");
+    assert!(c.errors().is_empty(), "statements need no `;` between them");
+    assert_eq!(c.scalar(), Value::Int(2));
 }
 
 #[test]
