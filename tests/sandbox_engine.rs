@@ -513,6 +513,9 @@ fn batches_continue_or_abort_like_sql_server() {
     });
     assert_eq!(line, Some(2));
 
+    let c = db.run("INSERT INTO t (id) OUTPUT INSERTED.id VALUES (9)");
+    assert_eq!(c.errors(), vec![40701]);
+
     let c = db.run("INSERT INTO t VALUES (1, 'a'); SELECT @@ERROR");
     assert_eq!(c.scalar(), Value::Int(2627));
     let c = db.ok("SELECT 1; SELECT @@ERROR");
@@ -872,4 +875,79 @@ fn streaming_select_throughput() {
         sink.0,
         sink.0 as f64 / secs
     );
+}
+
+#[test]
+fn temporal_and_guid_values() {
+    use tdsguard::sandbox::engine::{DateTime, Time};
+    let mut db = Db::new();
+    db.ok("CREATE TABLE ev (id uniqueidentifier PRIMARY KEY, at datetime2(3) NOT NULL, d date, t time(7), ok bit, amt money)");
+    let at = DateTime {
+        date: Date {
+            year: 2024,
+            month: 12,
+            day: 31,
+        },
+        time: Time {
+            hour: 23,
+            minute: 59,
+            second: 58,
+            nanos: 123_000_000,
+        },
+    };
+    let guid = [
+        0x6F, 0x96, 0x19, 0xFF, 0x8B, 0x86, 0xD0, 0x11, 0xB4, 0x2D, 0x00, 0xC0, 0x4F, 0xC9, 0x64,
+        0xFF,
+    ];
+    let params = [
+        p("@g", SqlType::UniqueIdentifier, Value::Guid(guid)),
+        p("@at", SqlType::DateTime2(3), Value::DateTime2(at)),
+        p("@ok", SqlType::Bit, Value::Bool(true)),
+        p(
+            "@amt",
+            SqlType::Money,
+            Value::Decimal {
+                value: 12_345,
+                scale: 4,
+            },
+        ),
+    ];
+    let c = db.run_with(
+        "INSERT INTO ev VALUES (@g, @at, '2024-2-29', '10:11:12.5', @ok, @amt)",
+        &params,
+    );
+    assert!(c.errors().is_empty(), "{:?}", c.events);
+    let c = db.ok(
+        "SELECT id, at, d, t, ok, amt, amt * 2 FROM ev \
+         WHERE id = '6f9619ff-8b86-d011-b42d-00c04fc964ff' AND d = '2024-02-29' AND at > '2024-12-31'",
+    );
+    let rows = &c.results()[0].1;
+    assert_eq!(rows.len(), 1);
+    let expected = vec![
+        Value::Guid(guid),
+        Value::DateTime2(at),
+        Value::Date(Date {
+            year: 2024,
+            month: 2,
+            day: 29,
+        }),
+        Value::Time(Time {
+            hour: 10,
+            minute: 11,
+            second: 12,
+            nanos: 500_000_000,
+        }),
+        Value::Bool(true),
+        Value::Decimal {
+            value: 12_345,
+            scale: 4,
+        },
+        Value::Decimal {
+            value: 24_690,
+            scale: 4,
+        },
+    ];
+    assert_eq!(rows[0], expected);
+    let c = db.run("INSERT INTO ev (id, at) VALUES ('not-a-guid', SYSDATETIME())");
+    assert_eq!(c.errors(), vec![8169]);
 }

@@ -81,6 +81,9 @@ fn parse_error(text: &str) -> SqlError {
         .and_then(|rest| rest.split(',').next())
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(1);
+    if near.eq_ignore_ascii_case("OUTPUT") {
+        return SqlError::unsupported("the OUTPUT clause").at_line(line);
+    }
     let near = if near == "EOF" {
         "end of batch".to_string()
     } else {

@@ -49,8 +49,8 @@ impl ParamDecl {
             return Err(SqlError::syntax(name));
         }
         let mut rest = rest.trim();
-        if rest.len() > 3 && rest[..3].eq_ignore_ascii_case("as ") {
-            rest = rest[3..].trim();
+        if rest.get(..3).is_some_and(|w| w.eq_ignore_ascii_case("as ")) {
+            rest = rest.get(3..).unwrap_or_default().trim();
         }
         let mut output = false;
         for suffix in ["output", "out", "readonly"] {

@@ -846,6 +846,8 @@ impl<'a> Translator<'a> {
                 let l = self.expr(left, false)?;
                 let r = self.expr(right, false)?;
                 self.note_comparison(left, right, &l, &r);
+                canonicalize_text(left, &l, &r);
+                canonicalize_text(right, &r, &l);
                 Ok(binary_type(op, &l, &r))
             }
             Expr::IsNull(x) | Expr::IsNotNull(x) => {
@@ -1187,6 +1189,26 @@ impl<'a> Translator<'a> {
         *e = self.bind(value);
         Ok(Ty::of(SqlType::NVarChar(Len::N(128)), true))
     }
+}
+
+/// Stored temporal and GUID text has one canonical form; a character operand compared with
+/// such a column is converted to it so that `born = '1984-2-29'` matches.
+fn canonicalize_text(side: &mut Expr, side_ty: &Ty, other: &Ty) {
+    let canonical = matches!(
+        other.ty,
+        SqlType::Date
+            | SqlType::Time(_)
+            | SqlType::DateTime
+            | SqlType::SmallDateTime
+            | SqlType::DateTime2(_)
+            | SqlType::DateTimeOffset(_)
+            | SqlType::UniqueIdentifier
+    );
+    if !canonical || !side_ty.ty.is_character() {
+        return;
+    }
+    let inner = std::mem::replace(side, number("0"));
+    *side = call("__tds_cast", vec![inner, string(&other.ty.to_string())]);
 }
 
 fn leak_name(name: &str) -> &'static str {

@@ -183,7 +183,10 @@ impl SqlType {
                 .map(Len::N),
             None => Some(Len::N(default)),
         };
-        let fixed = |default: u32| num(0).or(if args.is_empty() { Some(default) } else { None });
+        let fixed = |default: u32| {
+            let n = num(0).or(if args.is_empty() { Some(default) } else { None })?;
+            (1..=MAX_VAR_LEN).contains(&n).then_some(n)
+        };
         let frac = || -> Option<u8> { num(0).or(Some(7)).filter(|p| *p <= 7).map(|p| p as u8) };
         let ty = match name {
             "tinyint" => SqlType::TinyInt,
@@ -539,7 +542,9 @@ pub fn pow10(n: u8) -> i128 {
 
 fn to_scaled(v: ValueRef<'_>, ty: &SqlType, scale: u8) -> Result<i128, SqlError> {
     let scaled = match v {
-        ValueRef::Integer(i) => i128::from(i) * pow10(scale),
+        ValueRef::Integer(i) => i128::from(i)
+            .checked_mul(pow10(scale))
+            .ok_or_else(|| overflow("int", ty))?,
         ValueRef::Real(r) => {
             let x = (r * pow10(scale) as f64).round();
             if !x.is_finite() || x.abs() > 1e38 {
@@ -571,8 +576,9 @@ fn check_precision(scaled: i128, ty: &SqlType) -> Result<(), SqlError> {
         _ => ty.precision(),
     };
     let limit = pow10(digits.min(18));
-    if scaled.abs() >= limit && !(matches!(ty, SqlType::Money) && scaled.abs() <= i64::MAX as i128)
-    {
+    let magnitude = scaled.unsigned_abs();
+    let money_fits = matches!(ty, SqlType::Money) && magnitude <= i64::MAX as u128;
+    if magnitude >= limit as u128 && !money_fits {
         return Err(overflow("expression", ty));
     }
     Ok(())
@@ -609,7 +615,7 @@ pub fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
             .checked_add(i128::from(*frac.get(i).unwrap_or(&0)))?;
     }
     if frac.get(usize::from(scale)).is_some_and(|d| *d >= 5) {
-        value += 1;
+        value = value.checked_add(1)?;
     }
     Some(if neg { -value } else { value })
 }
@@ -762,7 +768,7 @@ fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
 
 fn parse_date(s: &str) -> Option<Date> {
     let (y, m, d) = if s.len() == 8 && !s.contains('-') {
-        (num(&s[..4])?, num(&s[4..6])?, num(&s[6..])?)
+        (num(s.get(..4)?)?, num(s.get(4..6)?)?, num(s.get(6..)?)?)
     } else {
         let mut it = s.split('-');
         let y = num(it.next()?)?;
