@@ -830,7 +830,7 @@ fn describe_procedures_return_typed_rows() {
     db.engine.call_procedure(
         &mut db.session,
         "sp_describe_first_result_set",
-        &[sql.clone()],
+        std::slice::from_ref(&sql),
         &mut sink,
     );
     let results = sink.results();
