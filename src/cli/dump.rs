@@ -620,7 +620,7 @@ impl<'w, W: Write> Dumper<'w, W> {
         if self.buf.len() < HEADER_LEN {
             return Ok(false);
         }
-        let header = match PacketHeader::decode(&self.buf[..HEADER_LEN]) {
+        let header = match PacketHeader::decode(&self.buf) {
             Ok(h) => h,
             Err(e) => {
                 self.fail(self.offset, FailureKind::Decode(e));

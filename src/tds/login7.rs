@@ -457,6 +457,10 @@ fn sspi_field(payload: &[u8], modern: bool) -> Result<&[u8], DecodeError> {
 }
 
 /// The FeatureExt list when fExtension is set (2.2.6.4, ibExtension).
+///
+/// Without fExtension the ibExtension field is "ibUnused"; bytes it points
+/// at are reproduced only while the message is unmodified.
+/// TODO(tdsguard): keep them as a field if a client is found that sends any.
 fn feature_ext(login: &Login7, payload: &[u8]) -> Result<Option<Vec<Feature>>, DecodeError> {
     if login.option_flags3 & flags3::EXTENSION == 0 {
         return Ok(None);
