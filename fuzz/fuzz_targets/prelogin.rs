@@ -1,5 +1,5 @@
-//! PRELOGIN: a decoded payload re-encodes to the same bytes; after a change
-//! the canonical encoding decodes to the changed options.
+//! PRELOGIN: a decoded payload re-encodes to the same bytes; after a change,
+//! whatever encodes decodes to the changed options.
 
 #![no_main]
 
@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     prelogin.set_encryption(Encryption::NotSupported, false);
     prelogin.set_mars(false);
     let mut changed = BytesMut::new();
-    prelogin.encode(&mut changed).unwrap();
+    if prelogin.encode(&mut changed).is_err() {
+        // Adding options can pass the option cap; encode refuses that.
+        return;
+    }
     let again = PreLogin::decode(&changed).unwrap();
     assert_eq!(again.encryption(), Some((Encryption::NotSupported, false)));
     assert_eq!(again.mars(), Some(false));

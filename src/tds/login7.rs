@@ -639,6 +639,9 @@ fn extension_dword_position(login: &Login7, w: &VariableWriter) -> Option<usize>
 }
 
 fn encode_features(features: &[Feature], out: &mut BytesMut) -> Result<(), EncodeError> {
+    if features.len() > MAX_FEATURES {
+        return Err(too_large("feature count", features.len(), MAX_FEATURES));
+    }
     for feature in features {
         let len = u32::try_from(feature.data.len())
             .map_err(|_| too_large("feature data", feature.data.len(), u32::MAX as usize))?;
