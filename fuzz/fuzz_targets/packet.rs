@@ -37,8 +37,14 @@ fuzz_target!(|data: &[u8]| {
 fn check_repacketise(message: &tdsguard::tds::packet::Message) {
     let mut out = BytesMut::new();
     let size = 512;
-    encode_message(message.packet_type, message.reset_flags, &message.payload, size, &mut out)
-        .unwrap();
+    encode_message(
+        message.packet_type,
+        message.reset_flags,
+        &message.payload,
+        size,
+        &mut out,
+    )
+    .unwrap();
     let mut reader = PacketReader::new();
     reader.feed(&out);
     let mut assembler = MessageAssembler::default();
