@@ -637,6 +637,16 @@ impl<'w, W: Write> Dumper<'w, W> {
         let at = self.offset;
         let raw = self.consume(len);
         self.summary.packets += 1;
+        if self.roundtrip {
+            let mut encoded = BytesMut::new();
+            header.encode(&mut encoded);
+            if let Some(diff) =
+                first_difference(raw.get(..HEADER_LEN).unwrap_or_default(), &encoded)
+            {
+                let what = "packet header";
+                self.fail(at + diff as u64, FailureKind::Mismatch { what });
+            }
+        }
         self.on_packet(at, header, raw)?;
         Ok(true)
     }
