@@ -16,6 +16,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 use zeroize::Zeroizing;
 
+use crate::tds::all_headers::{decode_utf16, encode_utf16};
 use crate::tds::packet::PacketType;
 use crate::tds::{DecodeError, EncodeError, Reader};
 
@@ -393,12 +394,7 @@ fn slice_at(payload: &[u8], offset: usize, len: usize) -> Result<&[u8], DecodeEr
 }
 
 fn utf16(bytes: &[u8]) -> Result<String, DecodeError> {
-    let units = bytes
-        .chunks_exact(2)
-        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));
-    char::decode_utf16(units)
-        .collect::<Result<String, _>>()
-        .map_err(|_| malformed("string is not valid UTF-16"))
+    decode_utf16(bytes, STRUCTURE)
 }
 
 fn string_field(payload: &[u8], at: usize) -> Result<String, DecodeError> {
@@ -522,9 +518,8 @@ impl VariableWriter {
     }
 
     fn put_str(&mut self, s: &str) -> Result<(), EncodeError> {
-        let units: Vec<u16> = s.encode_utf16().collect();
-        let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
-        self.put(&bytes, units.len())
+        let bytes = encode_utf16(s);
+        self.put(&bytes, bytes.len() / 2)
     }
 
     fn put_password(&mut self, s: &str) -> Result<(), EncodeError> {
