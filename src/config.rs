@@ -491,10 +491,13 @@ impl Config {
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
 
+        // Only `TDSGUARD_<SECTION>__<KEY>` names are configuration; other
+        // `TDSGUARD_*` variables (administrator credentials, test settings)
+        // belong to the commands that read them.
         let env: config::Map<String, String> = source
             .env
             .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+            .filter(|(k, _)| is_config_variable(k))
             .cloned()
             .collect();
         builder = builder.add_source(
@@ -593,6 +596,13 @@ impl Config {
     }
 }
 
+/// Whether an environment variable names a configuration key.
+fn is_config_variable(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|rest| rest.contains("__"))
+}
+
 /// Parses the file alone, so that a mistake is reported with its line.
 fn check_file(path: &Path, text: &str) -> Result<(), ConfigError> {
     let Err(err) = toml::from_str::<Config>(text) else {
@@ -659,7 +669,11 @@ mod tests {
     #[test]
     fn layers_apply_in_order() {
         let text = "[upstream]\nport = 1500\n[listen]\naddress = \"127.0.0.1:2000\"\n";
-        let env = [("TDSGUARD_UPSTREAM__PORT", "1600"), ("OTHER_X", "1")];
+        let env = [
+            ("TDSGUARD_UPSTREAM__PORT", "1600"),
+            ("TDSGUARD_ADMIN_PASSWORD", "not-config"),
+            ("OTHER_X", "1"),
+        ];
         let config = load_text(text, &env).unwrap();
         assert_eq!(config.upstream.port, 1600);
         assert_eq!(config.listen.address.port(), 2000);
