@@ -372,7 +372,7 @@ fn default_sandbox_users() -> Vec<SandboxUser> {
     }]
 }
 fn default_key_table() -> String {
-    "dbo.tdsguard_keys".to_owned()
+    crate::crypto::key_table::DEFAULT_TABLE_NAME.to_owned()
 }
 fn default_log_level() -> String {
     "info".to_owned()
