@@ -3,6 +3,7 @@
 //! no tokio, and nothing logged above trace.
 
 pub mod error;
+pub mod login7;
 pub mod packet;
 pub mod prelogin;
 pub mod reader;
