@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod check;
+pub mod sandbox;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;
@@ -36,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and exit.
     Check,
+    /// Run the embedded stand-in server alone.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Runs the parsed command line.
@@ -50,6 +53,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             check::run(&config)
+        }
+        Some(Command::Sandbox(ref args)) => {
+            let Some(config) = load_config(&cli, &overrides) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            init_logging(&config.log.level, config.log.format);
+            sandbox::run(&config, args)
         }
     }
 }
