@@ -442,4 +442,27 @@ mod tests {
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::testing::arb_type_info;
+
+        proptest! {
+            #[test]
+            fn arbitrary_values_never_panic(
+                ti in arb_type_info(TypeContext::Rpc),
+                bytes in proptest::collection::vec(any::<u8>(), 0..96),
+            ) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut r = Reader::new(&bytes, "value");
+                    if let Ok(raw) = decode_value_raw_in(&ti, ctx, &mut r) {
+                        prop_assert_eq!(raw.wire(), &bytes[..r.position()]);
+                        let _ = crate::tds::types::decode_value(&ti, &raw);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub mod collation;
 pub mod datetime;
 pub mod framing;
 pub mod plp;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tvp;
 pub mod type_info;
 pub mod value;

@@ -901,4 +901,43 @@ mod tests {
             assert!(TypeInfo::decode(&mut r).is_err(), "prefix {n}");
         }
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::testing::arb_type_info;
+
+        fn identity(ti: &TypeInfo, ctx: TypeContext) {
+            let mut bytes = Vec::new();
+            ti.encode(&mut bytes).unwrap();
+            let mut r = Reader::new(&bytes, "TYPE_INFO");
+            assert_eq!(&TypeInfo::decode_in(&mut r, ctx).unwrap(), ti);
+            r.finish().unwrap();
+        }
+
+        proptest! {
+            #[test]
+            fn encode_decode_identity_in_columns(ti in arb_type_info(TypeContext::Column)) {
+                identity(&ti, TypeContext::Column);
+            }
+
+            #[test]
+            fn encode_decode_identity_in_rpc(ti in arb_type_info(TypeContext::Rpc)) {
+                identity(&ti, TypeContext::Rpc);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut r = Reader::new(&bytes, "TYPE_INFO");
+                    if let Ok(ti) = TypeInfo::decode_in(&mut r, ctx) {
+                        let mut out = Vec::new();
+                        ti.encode(&mut out).unwrap();
+                        prop_assert_eq!(&out[..], &bytes[..r.position()]);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! [`decode_value`] turns a [`RawValue`] into a [`SqlValue`];
 //! [`encode_value`] writes it back in the framing of a [`TypeInfo`]. For
 //! every value in canonical form the result is the original bytes. Not kept:
-//! the chunk layout of PLP values (re-encoded with the exact total length in
-//! chunks of [`DEFAULT_PLP_CHUNK_LEN`]) and the sign byte of a negative zero
+//! the chunk layout of PLP values (re-encoded with the exact total length as
+//! one chunk, as drivers send parameters) and the sign byte of a negative zero
 //! decimal. Values of other types (XML, UDT, sql_variant, TVP,
 //! TEXT/NTEXT/IMAGE, json, vector) are kept as their wire bytes in
 //! [`SqlValue::Raw`] and written back unchanged.
@@ -20,7 +20,7 @@ use super::datetime::{
     DateTime2, DateTimeOffset, SmallDateTime, Time,
 };
 use super::framing::{encode_null, encode_prefixed, RawValue, ValueFraming};
-use super::plp::{encode_plp, PlpLength, DEFAULT_PLP_CHUNK_LEN};
+use super::plp::{encode_plp, PlpLength};
 use super::type_info::{
     DecimalType, FixedType, LegacyVarLenType, NullableType, TypeContext, TypeInfo, VarLenType,
 };
@@ -388,7 +388,7 @@ pub fn encode_value_in(
     }
     let data = value_bytes(ti, v)?;
     match ti.framing_in(ctx) {
-        ValueFraming::Plp => encode_plp(Some(&data), DEFAULT_PLP_CHUNK_LEN, PlpLength::Known, out),
+        ValueFraming::Plp => encode_plp(Some(&data), data.len(), PlpLength::Known, out),
         framing => encode_prefixed(framing, &data, out),
     }
 }
@@ -845,5 +845,35 @@ mod tests {
         let v = SqlValue::NVarChar("secret".into());
         assert_eq!(format!("{v:?}"), "NVarChar(<6 bytes redacted>)");
         assert!(!format!("{:?}", SqlValue::Int(42)).contains("42"));
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::framing::decode_value_raw_in;
+        use crate::tds::types::testing::arb_typed;
+
+        proptest! {
+            #[test]
+            fn encode_decode_encode_identity((ti, v) in arb_typed()) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut bytes = Vec::new();
+                    encode_value_in(&ti, ctx, &v, &mut bytes).unwrap();
+
+                    let mut r = Reader::new(&bytes, "value");
+                    let raw = decode_value_raw_in(&ti, ctx, &mut r).unwrap();
+                    r.finish().unwrap();
+                    let decoded = decode_value(&ti, &raw).unwrap();
+
+                    let mut again = Vec::new();
+                    encode_value_in(&ti, ctx, &decoded, &mut again).unwrap();
+                    prop_assert_eq!(&again, &bytes);
+                    if !matches!(v, SqlValue::Real(_) | SqlValue::Float(_)) {
+                        prop_assert_eq!(&decoded, &v);
+                    }
+                }
+            }
+        }
     }
 }
