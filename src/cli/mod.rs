@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod check;
+pub mod dump;
 pub mod sandbox;
 
 /// A command failed while running.

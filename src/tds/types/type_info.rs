@@ -220,9 +220,10 @@ pub enum TypeInfo {
     /// JSONTYPE: the type byte alone; values are PLP (UTF-8 text).
     /// TODO(tdsguard): confirm the TYPE_INFO of json against a server capture.
     Json,
-    /// VECTORTYPE: USHORT max length in bytes and a dimension type byte
-    /// (0 = float32). TODO(tdsguard): confirm against a server capture; only
-    /// the layout used by current Microsoft drivers is known.
+    /// VECTORTYPE: USHORT max length in bytes and a dimension (element) type
+    /// byte, 0x00 = float32; values are USHORTLEN-framed, not PLP. Taken from
+    /// Microsoft's SqlClient driver, as [MS-TDS] did not describe it here.
+    /// TODO(tdsguard): confirm the layout against a server capture.
     Vector {
         max_len: u16,
         dimension_type: u8,
