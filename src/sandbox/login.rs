@@ -272,7 +272,7 @@ pub fn routing_tokens(session: &SessionStart, host: &str, port: u16) -> Vec<Toke
             port,
             server: UcsString::from(host),
         },
-        old: Vec::new(),
+        old: Some(Vec::new()),
     });
     let done_at = tokens.len().saturating_sub(1);
     tokens.insert(done_at, routing);
