@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use common::sandbox::{TestSandbox, PASSWORD};
+use common::tiberius_scenario;
 
 type Tiberius = Client<Compat<TcpStream>>;
 
@@ -24,6 +25,35 @@ async fn tiberius(sandbox: &TestSandbox, level: EncryptionLevel) -> tiberius::Re
     let tcp = TcpStream::connect(sandbox.addr()).await?;
     tcp.set_nodelay(true)?;
     Client::connect(config, tcp.compat_write()).await
+}
+
+async fn scenario(level: EncryptionLevel) {
+    let sandbox = TestSandbox::start().await;
+    let mut client = tiberius(&sandbox, level).await.expect("login succeeds");
+    let failures = tiberius_scenario::run(&mut client, "dbo.Patients").await;
+    assert!(failures.is_empty(), "differences:\n{}", failures.join("\n"));
+    drop(client);
+    sandbox.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn tiberius_scenario_plaintext() {
+    scenario(EncryptionLevel::NotSupported).await;
+}
+
+#[tokio::test]
+async fn tiberius_scenario_login_only_tls() {
+    scenario(EncryptionLevel::Off).await;
+}
+
+#[tokio::test]
+async fn tiberius_scenario_full_tls() {
+    scenario(EncryptionLevel::Required).await;
+}
+
+#[tokio::test]
+async fn tiberius_scenario_tds80_strict() {
+    scenario(EncryptionLevel::Strict).await;
 }
 
 async fn logs_in(level: EncryptionLevel) {

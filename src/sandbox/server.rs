@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::config::SandboxUser;
+use crate::sandbox::engine::{Engine, EngineConfig, EngineError};
 use crate::sandbox::login::{self, EncryptionChoice, SessionStart};
 use crate::sandbox::results::{Outgoing, TokenWriter, OUTGOING_QUEUE};
-use crate::sandbox::rpc;
+use crate::sandbox::rpc::SessionState;
 use crate::tds::login7::Login7;
 use crate::tds::packet::{
     status, Assembled, Message, MessageAssembler, PacketHeader, PacketReader, PacketType,
@@ -66,7 +67,9 @@ pub enum SandboxError {
     #[error("client protocol violation: {0}")]
     Protocol(&'static str),
     #[error("the engine thread failed")]
-    Engine(#[from] tokio::task::JoinError),
+    EngineThread(#[from] tokio::task::JoinError),
+    #[error("the engine could not open its data file")]
+    Engine(#[from] EngineError),
 }
 
 /// Where the TLS certificate comes from.
@@ -168,11 +171,13 @@ impl Sandbox {
     /// connections in the background.
     pub async fn start(options: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
         let (tls, cert_pem) = server_tls(&options.tls)?;
+        let engine = open_engine(&options).await?;
         let listener = TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             options,
             tls,
+            engine,
             next_spid: AtomicU16::new(FIRST_SPID),
         });
         let stop = CancellationToken::new();
@@ -197,10 +202,21 @@ fn server_tls(source: &TlsSource) -> Result<(ServerTls, Option<PathBuf>), Sandbo
     }
 }
 
+/// Opens (or creates) the SQLite files on a blocking thread.
+async fn open_engine(options: &SandboxOptions) -> Result<Engine, SandboxError> {
+    let path = options.data_file.clone();
+    let config = EngineConfig {
+        default_database: options.database.clone(),
+    };
+    let opened = tokio::task::spawn_blocking(move || Engine::open_with(path, config)).await?;
+    Ok(opened?)
+}
+
 /// State shared by all connections of one sandbox.
 struct Shared {
     options: SandboxOptions,
     tls: ServerTls,
+    engine: Engine,
     next_spid: AtomicU16,
 }
 
@@ -272,10 +288,11 @@ struct Connection {
     spid: u16,
 }
 
-/// A TDS leg after login: the session's packet size and version.
+/// A logged-in session: its packet size and version, and the engine state.
 struct Session {
     start: SessionStart,
     encrypted: bool,
+    state: SessionState,
 }
 
 impl Connection {
@@ -362,7 +379,7 @@ impl Connection {
     }
 
     async fn login_and_serve(
-        &self,
+        mut self,
         stream: SessionStream,
         encrypted: bool,
     ) -> Result<(), SandboxError> {
@@ -380,6 +397,7 @@ impl Connection {
         };
         drop(login7);
         let stream = io.into_stream_checked()?;
+        self.spid = session.state.spid();
         self.serve_requests(stream, session).await
     }
 
@@ -407,6 +425,15 @@ impl Connection {
                 .await?;
             return Ok(None);
         }
+        let state = match self.open_session(&start, ctx.clone()).await? {
+            Ok(state) => state,
+            Err(tokens) => {
+                self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        start.database = state.database();
         if let Some(route) = &options.routing {
             let tokens = login::routing_tokens(&start, &route.host, route.port);
             self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
@@ -421,7 +448,31 @@ impl Connection {
         let tokens = login::success_tokens(&start);
         self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
             .await?;
-        Ok(Some(Session { start, encrypted }))
+        Ok(Some(Session {
+            start,
+            encrypted,
+            state,
+        }))
+    }
+
+    /// The engine session of a login, or the tokens refusing the login.
+    async fn open_session(
+        &self,
+        start: &SessionStart,
+        ctx: TokenContext,
+    ) -> Result<Result<SessionState, Vec<Token>>, SandboxError> {
+        let engine = self.shared.engine.clone();
+        let database = start.database.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || SessionState::open(&engine, &database, ctx))
+                .await?;
+        Ok(opened.map_err(|err| {
+            let number = u32::try_from(err.number).unwrap_or(0);
+            vec![
+                login::error_token(number, 1, 11, &err.message),
+                login::done(DoneStatus(DoneStatus::ERROR)),
+            ]
+        }))
     }
 
     async fn write_tokens<S: AsyncRead + AsyncWrite + Unpin>(
@@ -444,7 +495,7 @@ impl Connection {
         let (read, write) = tokio::io::split(stream);
         let mut input = MessageIo::new(read, MAX_REQUEST_LEN);
         let mut output = PacketOut::new(write, session.start.packet_size, self.spid);
-        let mut state = rpc::SessionState::new(&self.shared.options, &session.start);
+        let mut state = session.state;
         debug!(encrypted = session.encrypted, "serving requests");
 
         while let Some(message) = input.next_message().await? {
@@ -465,7 +516,7 @@ impl Connection {
     async fn run_request(
         &self,
         message: Message,
-        state: &mut rpc::SessionState,
+        state: &mut SessionState,
         input: &mut MessageIo<ReadHalf<SessionStream>>,
         output: &mut PacketOut<WriteHalf<SessionStream>>,
     ) -> Result<(), SandboxError> {
@@ -477,7 +528,10 @@ impl Connection {
             tx,
             Arc::clone(&cancel),
         );
-        let job = state.start_request(message, writer);
+        let interrupt = state.interrupt_handle();
+        let job = state
+            .start_request(message, writer)
+            .ok_or(SandboxError::Protocol("request while the session is busy"))?;
         let engine = tokio::task::spawn_blocking(job);
 
         let mut attention = false;
@@ -493,6 +547,9 @@ impl Connection {
                 },
                 incoming = input.next_message(), if !attention => {
                     attention = self.on_message_during_request(incoming?, &cancel)?;
+                    if let Some(handle) = interrupt.as_ref().filter(|_| attention) {
+                        handle.interrupt();
+                    }
                 }
             }
         }

@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod sandbox;
+pub mod tiberius_scenario;
