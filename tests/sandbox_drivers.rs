@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use common::sandbox::{TestSandbox, PASSWORD};
-use common::tiberius_scenario;
+use common::{python, tiberius_scenario};
 
 type Tiberius = Client<Compat<TcpStream>>;
 
@@ -104,4 +104,48 @@ async fn tiberius_wrong_password_is_login_failed_18456() {
         }
         other => panic!("expected a server error, got {other:?}"),
     }
+}
+
+async fn python_scenario(driver: &str, encrypt: &str) {
+    let sandbox = TestSandbox::start().await;
+    let result = python::run_scenario(&sandbox, driver, encrypt).await;
+    sandbox.handle.shutdown().await;
+    if let Err(output) = result {
+        panic!("{driver} --encrypt {encrypt} failed:\n{output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pytds_login_only_tls() {
+    python_scenario("pytds", "off").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pytds_full_tls() {
+    python_scenario("pytds", "on").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pymssql_login_only_tls() {
+    python_scenario("pymssql", "off").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pymssql_full_tls() {
+    python_scenario("pymssql", "on").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odbc18_login_only_tls() {
+    python_scenario("mssql-python", "off").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odbc18_full_tls() {
+    python_scenario("mssql-python", "on").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odbc18_tds80_strict() {
+    python_scenario("mssql-python", "strict").await;
 }
