@@ -130,6 +130,8 @@ pub struct DumpSummary {
     /// The TDS version tokens were decoded with when neither LOGIN7 nor
     /// LOGINACK was in the stream (a capture started mid-session).
     pub assumed_tds_version: Option<u32>,
+    /// The assumptions [`dump_bytes`] retried with, when the defaults failed.
+    pub assumptions: Option<Assumptions>,
 }
 
 /// Where and why decoding (or reproducing) stopped.
@@ -269,7 +271,8 @@ fn dump_with(
         dumper.assume(assumptions);
     }
     dumper.feed(bytes)?;
-    let summary = dumper.finish()?;
+    let mut summary = dumper.finish()?;
+    summary.assumptions = assumptions;
     Ok((summary, text))
 }
 
@@ -1012,8 +1015,24 @@ fn start_mode(buf: &[u8]) -> Mode {
 fn is_token_type(byte: u8) -> bool {
     matches!(
         byte,
-        0x79 | 0x81 | 0xA4 | 0xA5 | 0xA9 | 0xAA | 0xAB | 0xAC | 0xAD | 0xAE
-            | 0xD1 | 0xD2 | 0xE3 | 0xE4 | 0xED | 0xEE | 0xFD | 0xFE | 0xFF
+        0x79 | 0x81
+            | 0xA4
+            | 0xA5
+            | 0xA9
+            | 0xAA
+            | 0xAB
+            | 0xAC
+            | 0xAD
+            | 0xAE
+            | 0xD1
+            | 0xD2
+            | 0xE3
+            | 0xE4
+            | 0xED
+            | 0xEE
+            | 0xFD
+            | 0xFE
+            | 0xFF
     )
 }
 

@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
@@ -33,8 +35,10 @@ use crate::tds::packet::{
 use crate::tds::prelogin::PreLogin;
 use crate::tds::token::{self, Done, DoneKind, DoneStatus, Token, TokenContext};
 use crate::tds::{DecodeError, EncodeError};
-use crate::tls::certs::GENERATED_CERT_FILE;
-use crate::tls::{self, FirstPacket, Replay, ServerTls, TlsError, Transport};
+use crate::tls::certs::{self, ServerIdentity, GENERATED_CERT_FILE};
+use crate::tls::{
+    self, FirstPacket, Peer, PreloginWrapper, Replay, TlsAcceptors, TlsError, Transport,
+};
 
 /// Largest request message the sandbox assembles: LOB parameters of a few
 /// MiB are normal in tests; the cap keeps a hostile client from making the
@@ -191,15 +195,57 @@ impl Sandbox {
     }
 }
 
-fn server_tls(source: &TlsSource) -> Result<(ServerTls, Option<PathBuf>), SandboxError> {
-    match source {
+/// The acceptors of a sandbox: TDS 8.0 strict from the TLS layer, and a TLS
+/// 1.2-only acceptor for handshakes inside PRELOGIN packets. SQL Server
+/// negotiates TLS 1.2 there even when the client offers 1.3 (captures of
+/// SQL Server 2019 and 2022); ODBC Driver 18 relies on it: under TLS 1.3 it
+/// sends its last handshake flight as bare records, which the PRELOGIN
+/// framing refuses.
+struct Acceptors {
+    strict: TlsAcceptors,
+    prelogin: TlsAcceptor,
+}
+
+fn server_tls(source: &TlsSource) -> Result<(Acceptors, Option<PathBuf>), SandboxError> {
+    let (identity, pem) = match source {
         TlsSource::SelfSigned { dir } => {
             let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            let tls = ServerTls::self_signed(&names, Some(dir))?;
-            Ok((tls, Some(dir.join(GENERATED_CERT_FILE))))
+            let identity = certs::load_or_generate(dir, &names)?;
+            (identity, Some(dir.join(GENERATED_CERT_FILE)))
         }
-        TlsSource::PemFiles { cert, key } => Ok((ServerTls::from_pem_files(cert, key)?, None)),
-    }
+        TlsSource::PemFiles { cert, key } => (certs::load_pem_files(cert, key)?, None),
+    };
+    let prelogin = TlsAcceptor::from(Arc::new(tls12_config(identity.clone())?));
+    let strict = TlsAcceptors::new(identity)?;
+    Ok((Acceptors { strict, prelogin }, pem))
+}
+
+fn tls12_config(identity: ServerIdentity) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(TlsError::Config)
+}
+
+/// The TLS handshake inside PRELOGIN packets (TDS-NOTES §3.1); for
+/// login-only encryption the wrapper is told so, for the later downgrade.
+async fn accept_prelogin_tls(
+    stream: Replay<TcpStream>,
+    acceptor: &TlsAcceptor,
+    mode: tls::Encryption,
+) -> Result<SessionStream, SandboxError> {
+    let wrapper = PreloginWrapper::new(stream, DEFAULT_PACKET_SIZE);
+    let accepted = acceptor.accept(wrapper).await;
+    let server_stream = accepted.map_err(|e| TlsError::from_handshake(e, Peer::Client))?;
+    let mut tls_stream = TlsStream::from(server_stream);
+    tls_stream
+        .get_mut()
+        .0
+        .handshake_done(mode == tls::Encryption::LoginOnly);
+    Ok(Transport::Prelogin(Box::new(tls_stream)))
 }
 
 /// Opens (or creates) the SQLite files on a blocking thread.
@@ -215,7 +261,7 @@ async fn open_engine(options: &SandboxOptions) -> Result<Engine, SandboxError> {
 /// State shared by all connections of one sandbox.
 struct Shared {
     options: SandboxOptions,
-    tls: ServerTls,
+    tls: Acceptors,
     engine: Engine,
     next_spid: AtomicU16,
 }
@@ -340,23 +386,17 @@ impl Connection {
         io.write_message(0, &response, DEFAULT_PACKET_SIZE).await?;
         let replay = io.into_replay()?;
 
-        let tls = &self.shared.tls;
+        let acceptor = &self.shared.tls.prelogin;
         let stream = match choice {
             EncryptionChoice::Refused => return Ok(None),
             EncryptionChoice::Plaintext => (Transport::plain(replay), false),
             EncryptionChoice::LoginOnly => {
                 let mode = tls::Encryption::LoginOnly;
-                (
-                    Transport::accept_prelogin(replay, tls, DEFAULT_PACKET_SIZE, mode).await?,
-                    false,
-                )
+                (accept_prelogin_tls(replay, acceptor, mode).await?, false)
             }
             EncryptionChoice::Full => {
                 let mode = tls::Encryption::Full;
-                (
-                    Transport::accept_prelogin(replay, tls, DEFAULT_PACKET_SIZE, mode).await?,
-                    true,
-                )
+                (accept_prelogin_tls(replay, acceptor, mode).await?, true)
             }
         };
         Ok(Some(stream))
@@ -367,7 +407,7 @@ impl Connection {
         &self,
         replay: Replay<TcpStream>,
     ) -> Result<Option<(SessionStream, bool)>, SandboxError> {
-        let transport = Transport::accept_strict(replay, &self.shared.tls).await?;
+        let transport = Transport::accept_strict(replay, &self.shared.tls.strict).await?;
         let mut io = MessageIo::new(transport, MAX_LOGIN_MESSAGE_LEN);
         let request = io.expect_message(PacketType::PreLogin).await?;
         let client = PreLogin::decode(&request.payload)?;

@@ -565,6 +565,16 @@ mod tests {
         assert_eq!(text(&call.params[1]), "@P0 nvarchar(4000),@P1 int");
         assert_eq!(text(&call.params[3]), "zzz");
         assert_eq!(call.params.len(), 5);
+
+        // The declaration string names the types the parameters carry.
+        let declared: Vec<_> = call.params[3..]
+            .iter()
+            .map(|p| p.type_info.declaration())
+            .collect();
+        assert_eq!(
+            declared,
+            [Some("nvarchar(4000)".into()), Some("int".into())]
+        );
     }
 
     #[test]
@@ -698,6 +708,20 @@ mod tests {
         };
         let bytes = req.to_bytes().unwrap();
         assert_eq!(RpcRequest::decode(&bytes).unwrap(), req);
+    }
+
+    #[test]
+    fn name_of_128_characters_is_not_a_batch_flag_from_72_on() {
+        let payload = &rpc_messages(CAPTURES[0])[0];
+        let mut req = decode_ok(payload);
+        let long_name = format!("@{}", "p".repeat(127));
+        req.calls[0].params[4].name = long_name.clone();
+        let bytes = req.to_bytes().unwrap();
+        assert!(bytes.contains(&BATCH_FLAG_PRE_72));
+
+        let again = decode_ok(&bytes);
+        assert_eq!(again.calls.len(), 1);
+        assert_eq!(again.calls[0].params[4].name, long_name);
     }
 
     #[test]

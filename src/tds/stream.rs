@@ -6,22 +6,26 @@
 //! Cost is linear in the input. The reader never restarts a token when more
 //! bytes arrive: tokens with a length prefix (or a fixed size) are decoded
 //! once, when all of them is buffered; FEATUREEXTACK is walked entry by
-//! entry; COLMETADATA column by column; ROW, NBCROW and RETURNVALUE value by
-//! value, keeping the position inside the current value and the PLP chunk
-//! state. A structure that must be retried (one COLMETADATA column, a
-//! RETURNVALUE header, a CekTable, DATACLASSIFICATION) is retried only once
-//! the buffer reaches the length its last attempt proved necessary, so every
-//! retry gets past at least one more field. [`TokenReader::work`] counts the
-//! bytes examined, for tests that hold the reader to this.
+//! entry; COLMETADATA column by column; DATACLASSIFICATION one count, name or
+//! property at a time; ROW, NBCROW and RETURNVALUE value by value, keeping
+//! the position inside the current value and the PLP chunk state. A unit
+//! that must be retried (one COLMETADATA column, a RETURNVALUE header, a
+//! CekTable) is retried only once the buffer reaches the length its last
+//! attempt proved necessary, so every retry gets past at least one more
+//! field: the cost per unit is at most its size times its number of fields.
+//! [`TokenReader::work`] counts the bytes examined, for tests that hold the
+//! reader to this.
 //!
 //! Rows are handed over in one of two [`RowMode`]s: as raw pieces (constant
 //! memory, for forwarding untouched results) or whole and decoded (for
 //! rewriting), under a size cap.
 //!
-//! TODO(tdsguard): COLMETADATA keeps TYPE_INFO as wire bytes plus framing
-//! ([`crate::tds::token::TypeInfoRaw`]); callers that need typed TYPE_INFO
-//! convert with `TypeInfoRaw::typed`. Walking rows directly with
-//! `types::TypeInfo::framing()` would remove the second TYPE_INFO parser.
+//! Value framing comes from [`crate::tds::types::TypeInfo::framing`], through
+//! the COLMETADATA columns ([`crate::tds::token::TypeInfoRaw`]).
+//!
+//! RETURNVALUE is always held whole (the rewriter needs output parameters
+//! whole), under the whole-row cap of the current mode, or
+//! [`DEFAULT_MAX_WHOLE_ROW_BYTES`] in [`RowMode::Pieces`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,7 +35,9 @@ use bytes::{Bytes, BytesMut};
 use crate::tds::error::DecodeError;
 use crate::tds::reader::Reader;
 use crate::tds::token::col_metadata::{CekTable, ColumnData, MAX_COLUMNS};
-use crate::tds::token::data_classification::MAX_DATACLASSIFICATION_BYTES;
+use crate::tds::token::data_classification::{
+    self, DataClassification, MAX_DATACLASSIFICATION_BYTES, VERSION_WITH_RANK,
+};
 use crate::tds::token::feature_ext_ack::{check_total, FEATURE_TERMINATOR};
 use crate::tds::token::fed_auth_info::MAX_FEDAUTHINFO_BYTES;
 use crate::tds::token::return_value::ReturnValueHeader;
@@ -86,6 +92,24 @@ impl Default for RowMode {
 /// token or as a row piece. Concatenating them gives the input back, so a
 /// relay forwards `raw` (or the pieces) unchanged and re-encodes only what it
 /// rewrote.
+///
+/// A result set read in [`RowMode::Pieces`] looks like
+///
+/// ```text
+/// Token(COLMETADATA)  RowPiece RowPiece ... RowEnd  RowPiece RowEnd ...  Token(DONE)
+/// ```
+///
+/// and in [`RowMode::Whole`] like
+///
+/// ```text
+/// Token(COLMETADATA)  Token(ROW)  Token(NBCROW) ...  Token(DONE)
+/// ```
+///
+/// Only rows come in pieces; every other token (RETURNVALUE included) comes
+/// whole. The mode can change between rows, e.g. to whole rows once a
+/// COLMETADATA shows an encrypted column. What a relay must track is read
+/// with [`Item::signal`]; the reader itself keeps the [`TokenContext`]
+/// (version, acknowledged features, current columns) current.
 #[derive(Clone)]
 pub enum Item {
     /// A complete token (in [`RowMode::Whole`], rows too) with its bytes as
@@ -227,49 +251,80 @@ impl ValueWalk {
         work: &mut u64,
     ) -> Result<Progress, DecodeError> {
         loop {
-            let avail = buf.len().saturating_sub(*pos);
-            match self.step {
-                ValueStep::Start => match self.start(framing, buf, pos, work)? {
-                    Some(p) => return Ok(p),
-                    None => continue,
-                },
-                ValueStep::TextHeader(ptr_len) => {
-                    let header = ptr_len as usize + 8 + 4;
-                    let Some(b) = buf.get(*pos..*pos + header) else {
-                        return Ok(Progress::Need(*pos + header));
-                    };
-                    let len = le_u64(b.get(header - 4..).unwrap_or_default());
-                    self.consume(pos, header, work);
-                    self.set_data(len, false)?;
-                }
+            let stop = match self.step {
+                ValueStep::Start => self.start(framing, buf, pos, work)?,
+                ValueStep::TextHeader(ptr_len) => self.text_header(ptr_len, buf, pos, work)?,
                 ValueStep::Data { remaining, chunked } => {
-                    let take = remaining.min(avail as u64);
-                    self.consume(pos, take as usize, work);
-                    if take < remaining {
-                        self.step = ValueStep::Data {
-                            remaining: remaining - take,
-                            chunked,
-                        };
-                        return Ok(Progress::Need(*pos + 1));
-                    }
-                    if !chunked {
-                        return Ok(Progress::Done);
-                    }
-                    self.step = ValueStep::ChunkHeader;
+                    self.data(remaining, chunked, buf, pos, work)
                 }
-                ValueStep::ChunkHeader => {
-                    let Some(b) = buf.get(*pos..*pos + 4) else {
-                        return Ok(Progress::Need(*pos + 4));
-                    };
-                    let len = le_u64(b);
-                    self.consume(pos, 4, work);
-                    if len == 0 {
-                        return Ok(Progress::Done);
-                    }
-                    self.set_data(len, true)?;
-                }
+                ValueStep::ChunkHeader => self.chunk_header(buf, pos, work)?,
+            };
+            if let Some(progress) = stop {
+                return Ok(progress);
             }
         }
+    }
+
+    /// TEXT/NTEXT/IMAGE: text pointer, timestamp and 4-byte length.
+    fn text_header(
+        &mut self,
+        ptr_len: u8,
+        buf: &[u8],
+        pos: &mut usize,
+        work: &mut u64,
+    ) -> Result<Option<Progress>, DecodeError> {
+        let header = ptr_len as usize + 8 + 4;
+        let Some(b) = buf.get(*pos..*pos + header) else {
+            return Ok(Some(Progress::Need(*pos + header)));
+        };
+        let len = le_u64(b.get(header - 4..).unwrap_or_default());
+        self.consume(pos, header, work);
+        self.set_data(len, false)?;
+        Ok(None)
+    }
+
+    /// Skips over as much of the data as is buffered.
+    fn data(
+        &mut self,
+        remaining: u64,
+        chunked: bool,
+        buf: &[u8],
+        pos: &mut usize,
+        work: &mut u64,
+    ) -> Option<Progress> {
+        let take = remaining.min(buf.len().saturating_sub(*pos) as u64);
+        self.consume(pos, take as usize, work);
+        if take < remaining {
+            self.step = ValueStep::Data {
+                remaining: remaining - take,
+                chunked,
+            };
+            return Some(Progress::Need(*pos + 1));
+        }
+        if !chunked {
+            return Some(Progress::Done);
+        }
+        self.step = ValueStep::ChunkHeader;
+        None
+    }
+
+    /// A PLP chunk length; 0 ends the value.
+    fn chunk_header(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        work: &mut u64,
+    ) -> Result<Option<Progress>, DecodeError> {
+        let Some(b) = buf.get(*pos..*pos + 4) else {
+            return Ok(Some(Progress::Need(*pos + 4)));
+        };
+        let len = le_u64(b);
+        self.consume(pos, 4, work);
+        if len == 0 {
+            return Ok(Some(Progress::Done));
+        }
+        self.set_data(len, true)?;
+        Ok(None)
     }
 
     /// Reads the length prefix. `Some` ends the call (done or needs more),
@@ -370,6 +425,43 @@ struct RowWalk {
     value: ValueWalk,
 }
 
+impl RowWalk {
+    /// Reads the NBCROW bitmap, then walks values as far as `buf` allows.
+    fn advance(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        work: &mut u64,
+    ) -> Result<Progress, DecodeError> {
+        let columns = self.meta.columns.len();
+        if self.bitmap.is_none() {
+            let len = Row::bitmap_len(columns);
+            let Some(b) = buf.get(*pos..*pos + len) else {
+                return Ok(Progress::Need(*pos + len));
+            };
+            self.bitmap = Some(b.to_vec());
+            *pos += len;
+            *work += len as u64;
+        }
+        while let Some(column) = self.meta.columns.get(self.column) {
+            if !self.is_bitmap_null(self.column) {
+                let framing = column.type_info.framing();
+                if let Progress::Need(n) = self.value.advance(framing, buf, pos, work)? {
+                    return Ok(Progress::Need(n));
+                }
+                self.value = ValueWalk::new(self.value.cap);
+            }
+            self.column += 1;
+        }
+        Ok(Progress::Done)
+    }
+
+    /// NBCROW: column `i` is NULL by the bitmap and has no bytes.
+    fn is_bitmap_null(&self, i: usize) -> bool {
+        self.ty == tok::NBCROW && Row::bitmap_has(self.bitmap.as_deref().unwrap_or_default(), i)
+    }
+}
+
 /// Progress through a COLMETADATA.
 #[derive(Debug, Default)]
 struct ColMetaWalk {
@@ -378,11 +470,158 @@ struct ColMetaWalk {
     columns: Vec<ColumnData>,
 }
 
+/// How far a COLMETADATA walk got.
+enum WalkEnd {
+    /// Needs the buffer to reach this length.
+    Need(usize),
+    /// Count was 0xFFFF.
+    NoMetadata,
+    Complete,
+}
+
+impl ColMetaWalk {
+    /// Reads the count, the CekTable when column encryption was acked, then
+    /// as many whole columns as are buffered.
+    fn advance(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        ctx: &TokenContext,
+        work: &mut u64,
+    ) -> Result<WalkEnd, DecodeError> {
+        if self.count.is_none() {
+            match attempt(buf, *pos, work, ColMetadata::decode_count)? {
+                Attempt::Need(n) => return Ok(WalkEnd::Need(n)),
+                Attempt::Done(None, _) => return Ok(WalkEnd::NoMetadata),
+                Attempt::Done(Some(count), used) => {
+                    *pos += used;
+                    self.count = Some(count);
+                    self.columns.reserve(count.min(MAX_COLUMNS));
+                }
+            }
+        }
+        if ctx.column_encryption && self.cek_table.is_none() {
+            match attempt(buf, *pos, work, CekTable::decode)? {
+                Attempt::Need(n) => return Ok(WalkEnd::Need(n)),
+                Attempt::Done(table, used) => {
+                    *pos += used;
+                    self.cek_table = Some(table);
+                }
+            }
+        }
+        self.read_columns(buf, pos, ctx, work)
+    }
+
+    fn read_columns(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        ctx: &TokenContext,
+        work: &mut u64,
+    ) -> Result<WalkEnd, DecodeError> {
+        while self.columns.len() < self.count.unwrap_or_default() {
+            match attempt(buf, *pos, work, |r| ColumnData::decode(r, ctx))? {
+                Attempt::Need(n) => {
+                    check_need("COLMETADATA column", n - *pos, MAX_COLUMN_BYTES)?;
+                    return Ok(WalkEnd::Need(n));
+                }
+                Attempt::Done(column, used) => {
+                    *pos += used;
+                    self.columns.push(column);
+                }
+            }
+        }
+        Ok(WalkEnd::Complete)
+    }
+}
+
 /// Progress through a RETURNVALUE.
 #[derive(Debug)]
 struct ReturnValueWalk {
     framing: Option<Framing>,
     value: ValueWalk,
+}
+
+/// Where a DATACLASSIFICATION walk stands; each step reads one small unit
+/// (a count, a name pair, a rank or a property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataClassStep {
+    LabelCount,
+    Labels(u16),
+    InfoTypeCount,
+    InfoTypes(u16),
+    Rank,
+    ColumnCount,
+    /// Columns still to read.
+    Columns(usize),
+    /// Properties still to read in the current column, then columns after it.
+    Properties(u16, usize),
+    Done,
+}
+
+/// Progress through a DATACLASSIFICATION, which has no length prefix.
+#[derive(Debug)]
+struct DataClassWalk {
+    step: DataClassStep,
+    with_rank: bool,
+    token: DataClassification,
+}
+
+impl DataClassWalk {
+    fn new(with_rank: bool) -> Self {
+        DataClassWalk {
+            step: DataClassStep::LabelCount,
+            with_rank,
+            token: DataClassification {
+                labels: Vec::new(),
+                information_types: Vec::new(),
+                rank: None,
+                columns: Vec::new(),
+            },
+        }
+    }
+
+    /// Reads one unit from `r` and moves to the next step.
+    fn read_unit(&mut self, r: &mut Reader<'_>, ctx: &TokenContext) -> Result<(), DecodeError> {
+        use DataClassStep::*;
+        self.step = match self.step {
+            LabelCount => Labels(r.u16_le()?),
+            Labels(0) => InfoTypeCount,
+            Labels(n) => {
+                self.token.labels.push(data_classification::decode_pair(r)?);
+                Labels(n - 1)
+            }
+            InfoTypeCount => InfoTypes(r.u16_le()?),
+            InfoTypes(0) if self.with_rank => Rank,
+            InfoTypes(0) => ColumnCount,
+            InfoTypes(n) => {
+                let pair = data_classification::decode_pair(r)?;
+                self.token.information_types.push(pair);
+                InfoTypes(n - 1)
+            }
+            Rank => {
+                self.token.rank = Some(r.u32_le()? as i32);
+                ColumnCount
+            }
+            ColumnCount => Columns(data_classification::check_column_count(r.u16_le()?, ctx)?),
+            Columns(0) => Done,
+            Columns(n) => {
+                let properties = r.u16_le()?;
+                self.token.columns.push(Vec::new());
+                Properties(properties, n - 1)
+            }
+            Properties(0, left) => Columns(left),
+            Properties(k, left) => {
+                let p = data_classification::decode_property(r, self.with_rank)?;
+                if let Some(column) = self.token.columns.last_mut() {
+                    column.push(p);
+                }
+                Properties(k - 1, left)
+            }
+            Done => Done,
+        };
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -397,7 +636,7 @@ enum State {
     },
     FeatureExtAck,
     ColMetadata(Box<ColMetaWalk>),
-    DataClassification,
+    DataClassification(Box<DataClassWalk>),
     ReturnValue(Box<ReturnValueWalk>),
     Row(Box<RowWalk>),
 }
@@ -540,25 +779,25 @@ impl TokenReader {
     }
 
     fn step(&mut self) -> Result<Option<Item>, DecodeError> {
-        loop {
-            if self.buf.len() < self.need {
-                return Ok(None);
-            }
-            let progressed = match self.state {
-                State::Idle => self.start_token()?,
-                State::Sized { .. } => return self.step_sized(),
-                State::FeatureExtAck => return self.step_feature_ext_ack(),
-                State::ColMetadata(_) => return self.step_col_metadata(),
-                State::DataClassification => return self.step_data_classification(),
-                State::ReturnValue(_) => return self.step_return_value(),
-                State::Row(_) => return self.step_row(),
-            };
-            debug_assert!(progressed);
+        if self.buf.len() < self.need {
+            return Ok(None);
+        }
+        if matches!(self.state, State::Idle) {
+            self.start_token()?;
+        }
+        match self.state {
+            State::Idle => Ok(None),
+            State::Sized { .. } => self.step_sized(),
+            State::FeatureExtAck => self.step_feature_ext_ack(),
+            State::ColMetadata(_) => self.step_col_metadata(),
+            State::DataClassification(_) => self.step_data_classification(),
+            State::ReturnValue(_) => self.step_return_value(),
+            State::Row(_) => self.step_row(),
         }
     }
 
     /// Reads the token type and picks how to frame the token.
-    fn start_token(&mut self) -> Result<bool, DecodeError> {
+    fn start_token(&mut self) -> Result<(), DecodeError> {
         let ty = self.buf.first().copied().unwrap_or_default();
         self.pos = 1;
         self.state = match ty {
@@ -578,7 +817,9 @@ impl TokenReader {
             tok::FEDAUTHINFO => Self::length(4, MAX_FEDAUTHINFO_BYTES),
             tok::FEATUREEXTACK => State::FeatureExtAck,
             tok::COLMETADATA => State::ColMetadata(Box::default()),
-            tok::DATACLASSIFICATION => State::DataClassification,
+            tok::DATACLASSIFICATION => State::DataClassification(Box::new(DataClassWalk::new(
+                data_classification::require_ack(&self.ctx)? >= VERSION_WITH_RANK,
+            ))),
             tok::RETURNVALUE => State::ReturnValue(Box::new(ReturnValueWalk {
                 framing: None,
                 value: ValueWalk::new(Some(self.whole_cap())),
@@ -587,7 +828,7 @@ impl TokenReader {
             other => return Err(DecodeError::UnknownToken(other)),
         };
         self.need = 1;
-        Ok(true)
+        Ok(())
     }
 
     fn fixed(total: usize) -> State {
@@ -703,7 +944,7 @@ impl TokenReader {
                 self.need = self.pos + 5;
                 return Ok(None);
             };
-            let next = self.pos + 5 + le_u64(len) as usize;
+            let next = (self.pos + 5).saturating_add(le_u64(len) as usize);
             check_total(next)?;
             self.work += 5;
             self.pos = next;
@@ -715,46 +956,14 @@ impl TokenReader {
         let State::ColMetadata(walk) = &mut self.state else {
             return Ok(None);
         };
-        let (buf, ctx, work) = (&self.buf[..], &self.ctx, &mut self.work);
-        let count = match walk.count {
-            Some(c) => c,
-            None => match attempt(buf, self.pos, work, ColMetadata::decode_count)? {
-                Attempt::Need(n) => return Ok(self.wait(n)),
-                Attempt::Done(None, _) => return self.finish_no_metadata(),
-                Attempt::Done(Some(c), used) => {
-                    self.pos += used;
-                    walk.count = Some(c);
-                    walk.columns.reserve(c.min(MAX_COLUMNS));
-                    c
-                }
-            },
-        };
-        if ctx.column_encryption && walk.cek_table.is_none() {
-            match attempt(buf, self.pos, work, CekTable::decode)? {
-                Attempt::Need(n) => {
-                    check_need("CekTable", n, MAX_COLMETADATA_BYTES)?;
-                    return Ok(self.wait(n));
-                }
-                Attempt::Done(t, used) => {
-                    self.pos += used;
-                    walk.cek_table = Some(t);
-                }
+        match walk.advance(&self.buf, &mut self.pos, &self.ctx, &mut self.work)? {
+            WalkEnd::Need(n) => {
+                check_need("COLMETADATA", n, MAX_COLMETADATA_BYTES)?;
+                Ok(self.wait(n))
             }
+            WalkEnd::NoMetadata => self.finish_no_metadata(),
+            WalkEnd::Complete => self.finish_col_metadata(),
         }
-        while walk.columns.len() < count {
-            match attempt(buf, self.pos, work, |r| ColumnData::decode(r, ctx))? {
-                Attempt::Need(n) => {
-                    check_need("COLMETADATA column", n - self.pos, MAX_COLUMN_BYTES)?;
-                    check_need("COLMETADATA", n, MAX_COLMETADATA_BYTES)?;
-                    return Ok(self.wait(n));
-                }
-                Attempt::Done(c, used) => {
-                    self.pos += used;
-                    walk.columns.push(c);
-                }
-            }
-        }
-        self.finish_col_metadata()
     }
 
     fn wait(&mut self, need: usize) -> Option<Item> {
@@ -783,21 +992,31 @@ impl TokenReader {
         ))
     }
 
-    /// DATACLASSIFICATION has no length and is small: retried as a whole
-    /// until it parses, each retry only once the buffer passed the last
-    /// attempt's stopping point.
+    /// DATACLASSIFICATION has no length: walked one count, name pair, rank
+    /// or property at a time.
     fn step_data_classification(&mut self) -> Result<Option<Item>, DecodeError> {
-        let ctx = &self.ctx;
-        match attempt(&self.buf, 0, &mut self.work, |r| Token::decode(r, ctx))? {
-            Attempt::Need(n) => {
-                check_need("DATACLASSIFICATION", n, MAX_DATACLASSIFICATION_BYTES)?;
-                Ok(self.wait(n))
+        let State::DataClassification(walk) = &mut self.state else {
+            return Ok(None);
+        };
+        let (buf, ctx, work) = (&self.buf[..], &self.ctx, &mut self.work);
+        while walk.step != DataClassStep::Done {
+            match attempt(buf, self.pos, work, |r| walk.read_unit(r, ctx))? {
+                Attempt::Need(n) => {
+                    check_need("DATACLASSIFICATION", n, MAX_DATACLASSIFICATION_BYTES)?;
+                    self.need = n;
+                    return Ok(None);
+                }
+                Attempt::Done((), used) => self.pos += used,
             }
-            Attempt::Done(token, used) => {
-                let raw = self.buf.split_to(used).freeze();
-                Ok(Some(self.yield_token(token, raw)))
-            }
+            check_need("DATACLASSIFICATION", self.pos, MAX_DATACLASSIFICATION_BYTES)?;
         }
+        let State::DataClassification(walk) = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            return Ok(None);
+        };
+        let raw = self.buf.split_to(self.pos).freeze();
+        let token = Token::DataClassification(walk.token);
+        Ok(Some(self.yield_token(token, raw)))
     }
 
     /// RETURNVALUE: the header (retried as a unit), then the value walked,
@@ -826,7 +1045,10 @@ impl TokenReader {
                 check_need("RETURNVALUE", self.pos, self.whole_cap())?;
                 Ok(self.wait(n))
             }
-            Progress::Done => self.finish_token(self.pos).map(Some),
+            Progress::Done => {
+                check_need("RETURNVALUE", self.pos, self.whole_cap())?;
+                self.finish_token(self.pos).map(Some)
+            }
         }
     }
 
@@ -845,42 +1067,11 @@ impl TokenReader {
         let State::Row(walk) = &mut self.state else {
             return Ok(Progress::Done);
         };
-        let buf = &self.buf[..];
-        let columns = walk.meta.columns.len();
-        if walk.bitmap.is_none() {
-            let len = Row::bitmap_len(columns);
-            let Some(b) = buf.get(self.pos..self.pos + len) else {
-                return Ok(Progress::Need(self.pos + len));
-            };
-            walk.bitmap = Some(b.to_vec());
-            self.pos += len;
-            self.work += len as u64;
+        let progress = walk.advance(&self.buf, &mut self.pos, &mut self.work)?;
+        if let Some(cap) = walk.value.cap {
+            check_need(name_of_row(walk.ty), self.pos, cap)?;
         }
-        let bitmap = walk.bitmap.as_deref().unwrap_or_default();
-        while walk.column < columns {
-            if walk.ty == tok::NBCROW && Row::bitmap_has(bitmap, walk.column) {
-                walk.column += 1;
-                continue;
-            }
-            let framing = walk
-                .meta
-                .columns
-                .get(walk.column)
-                .map(|c| c.type_info.framing());
-            let framing = framing.unwrap_or(Framing::Fixed(0));
-            if let Progress::Need(n) =
-                walk.value
-                    .advance(framing, buf, &mut self.pos, &mut self.work)?
-            {
-                if let Some(cap) = walk.value.cap {
-                    check_need(name_of_row(walk.ty), self.pos, cap)?;
-                }
-                return Ok(Progress::Need(n));
-            }
-            walk.value = ValueWalk::new(walk.value.cap);
-            walk.column += 1;
-        }
-        Ok(Progress::Done)
+        Ok(progress)
     }
 
     /// In pieces mode, hands over what has been walked of the current row.
@@ -1306,6 +1497,95 @@ mod tests {
     }
 
     #[test]
+    fn data_classification_after_its_ack() {
+        let (mut ctx, mut input) = with_sample_metadata();
+        ctx.data_classification = Some(2);
+        let columns = sample_metadata().columns.len();
+        let property = |label| tok::SensitivityProperty {
+            label,
+            information_type: 1,
+            rank: Some(10),
+        };
+        let mut properties = vec![Vec::new(); columns];
+        properties[0] = vec![property(0), property(1)];
+        properties[columns - 1] = vec![property(1)];
+        let token = Token::DataClassification(DataClassification {
+            labels: vec![("Public".into(), "a".into()), ("Secret".into(), "b".into())],
+            information_types: vec![("Name".into(), "c".into()), ("Health".into(), "d".into())],
+            rank: Some(20),
+            columns: properties,
+        });
+        let mut after = ctx.clone();
+        after.columns = Some(Arc::new(sample_metadata()));
+        token.encode(&after, &mut input).unwrap();
+        let tokens = check_stream(&input, &ctx);
+        assert!(tokens[1] == token);
+        let work = {
+            let mut reader = TokenReader::new(ctx.clone());
+            for b in &input {
+                reader.handle_bytes(&[*b]);
+                while reader.poll_item().unwrap().is_some() {}
+            }
+            reader.work()
+        };
+        assert!(
+            work <= 8 * input.len() as u64,
+            "work {work} for {}",
+            input.len()
+        );
+
+        ctx.data_classification = None;
+        let mut reader = TokenReader::new(ctx);
+        reader.handle_bytes(&input);
+        assert!(reader.poll_item().unwrap().is_some());
+        assert!(reader.poll_item().is_err(), "refused without the ack");
+    }
+
+    #[test]
+    fn large_col_metadata_one_byte_at_a_time_is_linear() {
+        let mut meta = sample_metadata();
+        let columns = meta.columns.clone();
+        for _ in 0..100 {
+            meta.columns.extend(columns.iter().cloned());
+        }
+        let mut input = Vec::new();
+        meta.encode(&modern(), &mut input).unwrap();
+        let mut reader = TokenReader::new(modern());
+        let mut items = 0;
+        for b in &input {
+            reader.handle_bytes(&[*b]);
+            while reader.poll_item().unwrap().is_some() {
+                items += 1;
+            }
+        }
+        assert_eq!(items, 1);
+        assert!(
+            reader.work() <= 16 * input.len() as u64,
+            "work {}",
+            reader.work()
+        );
+    }
+
+    #[test]
+    fn whole_row_cap_counts_all_values() {
+        let (ctx, mut input) = with_sample_metadata();
+        input.extend_from_slice(&plp_row(&sample_metadata(), 1000));
+        let mut reader = TokenReader::new(ctx);
+        reader.set_row_mode(RowMode::Whole {
+            max_row_bytes: 1010,
+        });
+        reader.handle_bytes(&input);
+        assert!(reader.poll_item().unwrap().is_some());
+        assert!(matches!(
+            reader.poll_item(),
+            Err(DecodeError::TooLarge {
+                structure: "NBCROW",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn pieces_end_with_row_end() {
         let (ctx, mut input) = with_sample_metadata();
         let row = plp_row(&sample_metadata(), 10);
@@ -1424,6 +1704,96 @@ mod tests {
                 })
             }),
             any::<i32>().prop_map(|v| Token::ReturnStatus(tok::ReturnStatus(v))),
+            (8u8..13, proptest::collection::vec(any::<u8>(), 0..9)).prop_map(|(t, new)| {
+                Token::EnvChange(EnvChange::Bytes {
+                    env_type: t,
+                    new,
+                    old: Vec::new(),
+                })
+            }),
+            (any::<u16>(), name.clone()).prop_map(|(port, server)| {
+                Token::EnvChange(EnvChange::Routing {
+                    routing: Routing {
+                        protocol: 0,
+                        port,
+                        server,
+                    },
+                    old: Some(Vec::new()),
+                })
+            }),
+            proptest::collection::vec(
+                (
+                    (0u8..0xFF).prop_filter("changes later framing", |f| {
+                        ![
+                            tok::feature_ext_ack::FEATURE_COLUMNENCRYPTION,
+                            tok::feature_ext_ack::FEATURE_DATACLASSIFICATION,
+                        ]
+                        .contains(f)
+                    }),
+                    proptest::collection::vec(any::<u8>(), 0..9),
+                ),
+                0..4
+            )
+            .prop_map(|acks| Token::FeatureExtAck(FeatureExtAck(
+                acks.into_iter()
+                    .map(|(feature, data)| tok::FeatureAck { feature, data })
+                    .collect(),
+            ))),
+            (
+                any::<u32>(),
+                proptest::collection::vec(
+                    (
+                        any::<u8>(),
+                        any::<bool>(),
+                        proptest::collection::vec(any::<u8>(), 0..300)
+                    ),
+                    0..3
+                )
+            )
+                .prop_map(|(seq_no, entries)| Token::SessionState(tok::SessionState {
+                    seq_no,
+                    status: 1,
+                    entries: entries
+                        .into_iter()
+                        .map(|(state_id, long, value)| tok::StateEntry {
+                            state_id,
+                            long_len: long || value.len() >= 0xFF,
+                            value,
+                        })
+                        .collect(),
+                })),
+            (name.clone(), any::<[u8; 4]>()).prop_map(|(prog_name, prog_version)| {
+                Token::LoginAck(tok::LoginAck {
+                    interface: 1,
+                    tds_version: TdsVersion::V7_4,
+                    prog_name,
+                    prog_version,
+                })
+            }),
+            proptest::collection::vec(proptest::collection::vec(name.clone(), 1..4), 0..3)
+                .prop_map(|t| Token::TabName(tok::TabName(t))),
+            (any::<u16>(), name.clone(), arb_value(Framing::ByteLen)).prop_map(
+                |(ordinal, n, v)| {
+                    let mut r = Reader::new(&[0x26, 4], "t");
+                    let type_info = tok::TypeInfoRaw::decode(&mut r).unwrap();
+                    let value = match v {
+                        RawValue::Bytes(_) => RawValue::Bytes(vec![1, 2, 3, 4]),
+                        other => other,
+                    };
+                    Token::ReturnValue(Box::new(tok::ReturnValue {
+                        ordinal,
+                        name: n,
+                        status: 1,
+                        user_type: 0,
+                        flags: 0,
+                        type_info,
+                        crypto: None,
+                        value,
+                    }))
+                }
+            ),
+            Just(Token::ColMetadata(Arc::new(ColMetadata::no_metadata()))),
+            Just(Token::ColMetadata(Arc::new(sample_metadata()))),
             proptest::collection::vec(any::<u16>(), 0..8).prop_map(|v| Token::Order(tok::Order(v))),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(|v| Token::Sspi(tok::Sspi(v))),
             arb_row().prop_map(Token::Row),

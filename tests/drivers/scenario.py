@@ -95,10 +95,16 @@ def connect(args):
         modes = {"off": "no", "on": "yes", "strict": "strict"}
         if args.encrypt not in modes:
             raise SystemExit(f"mssql-python has no {args.encrypt} mode")
+        # Strict encryption always verifies the certificate (TrustServerCertificate
+        # is ignored); ServerCertificate pins the one the server presents.
+        trust = (
+            f"ServerCertificate={args.cafile}"
+            if args.encrypt == "strict"
+            else "TrustServerCertificate=yes"
+        )
         conn = mssql_python.connect(
             f"Server=tcp:{args.host},{args.port};Database={args.database};"
-            f"UID={args.user};PWD={password};Encrypt={modes[args.encrypt]};"
-            "TrustServerCertificate=yes"
+            f"UID={args.user};PWD={password};Encrypt={modes[args.encrypt]};{trust}"
         )
         conn.autocommit = True
         return conn, "?", bytes

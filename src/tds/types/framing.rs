@@ -39,14 +39,19 @@ pub enum ValueFraming {
     /// 0 for NULLTYPE).
     Fixed(usize),
     /// BYTELEN prefix; 0 = NULL (nullable numeric, GUID, decimal, date and
-    /// time types, legacy CHAR/VARCHAR/BINARY/VARBINARY).
+    /// time types, legacy CHAR/VARCHAR/BINARY/VARBINARY). "Other nullable data
+    /// types have a length of 0 if they are null" (2.2.4.2.1.3), so a legacy
+    /// string type cannot carry an empty value.
+    /// TODO(tdsguard): confirm legacy CHAR/VARCHAR NULL against a 7.x capture.
     ByteLen,
-    /// USHORTLEN prefix; 0xFFFF = NULL (BIG*/N* types below max, vector).
+    /// USHORTLEN prefix; 0xFFFF = NULL (BIG*/N* types below max, vector;
+    /// 2.2.4.2.1.3).
     UShortLen,
     /// Row form of TEXT/NTEXT/IMAGE: TextPtrLen 1 (0 = NULL), text pointer,
     /// 8-byte timestamp, LONGLEN, data.
     TextPtr,
-    /// RPC form of TEXT/NTEXT/IMAGE: LONGLEN; 0xFFFFFFFF = NULL.
+    /// RPC form of TEXT/NTEXT/IMAGE: LONGLEN; "Null is represented by a
+    /// length of -1 (0xFFFFFFFF)" (2.2.4.2.1.3).
     LongLen,
     /// PLP body (see [`super::plp`]).
     Plp,
@@ -117,6 +122,11 @@ impl<'a> RawValue<'a> {
     /// Writes the wire bytes back unchanged.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.wire);
+    }
+
+    /// A value from its wire bytes and its data (`None` for NULL).
+    pub(crate) fn from_parts(wire: &'a [u8], data: Option<Cow<'a, [u8]>>) -> Self {
+        RawValue { wire, data }
     }
 
     /// Copies borrowed data so the value outlives the input buffer.
