@@ -183,8 +183,21 @@ impl RequestJob {
         match self.message.packet_type {
             PacketType::SqlBatch => self.batch(&payload),
             PacketType::Rpc => self.rpc(&payload),
+            PacketType::TransactionManager => self.transaction(&payload),
             _ => self.unsupported("this message type"),
         }
+    }
+
+    /// A transaction manager request runs as the matching T-SQL statement,
+    /// which answers with the same ENVCHANGE (types 8-10) and DONE.
+    fn transaction(&mut self, payload: &[u8]) {
+        let sql = match transaction::decode(payload) {
+            Ok(Some(sql)) => sql,
+            Ok(None) => return self.unsupported("distributed transactions"),
+            Err(_) => return self.unsupported("a malformed transaction manager request"),
+        };
+        let (engine, session) = (&self.engine, &mut self.session);
+        engine.execute_batch(session, sql, &[], &mut self.sink);
     }
 
     /// RESETCONNECTION: a fresh engine session in the login's database (a
@@ -522,6 +535,50 @@ fn guid_rfc_order(g: &[u8; 16]) -> [u8; 16] {
     r[4..6].reverse();
     r[6..8].reverse();
     r
+}
+
+/// Transaction manager requests (2.2.6.9): begin, commit and rollback of a
+/// local transaction. DTC requests are refused.
+/// TODO(tdsguard): the request layout belongs in the codec; the isolation
+/// level of TM_BEGIN_XACT is ignored.
+mod transaction {
+    use crate::tds::all_headers::AllHeaders;
+    use crate::tds::{DecodeError, Reader};
+
+    const TM_BEGIN_XACT: u16 = 5;
+    const TM_COMMIT_XACT: u16 = 7;
+    const TM_ROLLBACK_XACT: u16 = 8;
+    /// fBeginXact in the commit and rollback payloads.
+    const BEGIN_XACT: u8 = 0x01;
+
+    /// The statement a request stands for; `None` for DTC requests.
+    pub fn decode(payload: &[u8]) -> Result<Option<&'static str>, DecodeError> {
+        let mut r = Reader::new(payload, "transaction manager request");
+        if AllHeaders::is_present(payload) {
+            AllHeaders::decode(&mut r)?;
+        }
+        let sql = match r.u16_le()? {
+            TM_BEGIN_XACT => "BEGIN TRANSACTION",
+            TM_COMMIT_XACT => pick(&mut r, "COMMIT TRANSACTION", "COMMIT TRANSACTION; BEGIN TRANSACTION")?,
+            TM_ROLLBACK_XACT => {
+                pick(&mut r, "ROLLBACK TRANSACTION", "ROLLBACK TRANSACTION; BEGIN TRANSACTION")?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(sql))
+    }
+
+    /// Skips the transaction name and reads fBeginXact.
+    fn pick(
+        r: &mut Reader<'_>,
+        plain: &'static str,
+        and_begin: &'static str,
+    ) -> Result<&'static str, DecodeError> {
+        let name_chars = usize::from(r.u8()?);
+        r.skip(name_chars * 2)?;
+        let flags = if r.is_empty() { 0 } else { r.u8()? };
+        Ok(if flags & BEGIN_XACT != 0 { and_begin } else { plain })
+    }
 }
 
 /// The result sets of sp_describe_first_result_set and

@@ -70,6 +70,9 @@ pub enum SandboxError {
     /// The client broke the protocol's order of messages.
     #[error("client protocol violation: {0}")]
     Protocol(&'static str),
+    /// A message type the sandbox does not serve after login.
+    #[error("client sent an unsupported {0} message")]
+    UnexpectedMessage(&'static str),
     #[error("the engine thread failed")]
     EngineThread(#[from] tokio::task::JoinError),
     #[error("the engine could not open its data file")]
@@ -540,12 +543,12 @@ impl Connection {
 
         while let Some(message) = input.next_message().await? {
             match message.packet_type {
-                PacketType::SqlBatch | PacketType::Rpc => {
+                PacketType::SqlBatch | PacketType::Rpc | PacketType::TransactionManager => {
                     self.run_request(message, &mut state, &mut input, &mut output)
                         .await?;
                 }
                 PacketType::Attention => output.attention_ack(&state.token_context()).await?,
-                _ => return Err(SandboxError::Protocol("unexpected message after login")),
+                other => return Err(SandboxError::UnexpectedMessage(other.name())),
             }
         }
         Ok(())
@@ -644,7 +647,13 @@ impl<S: AsyncRead + Unpin> MessageIo<S> {
             if let Some(message) = self.buffered_message()? {
                 return Ok(Some(message));
             }
-            let n = self.stream.read(&mut self.chunk).await?;
+            let n = match self.stream.read(&mut self.chunk).await {
+                Ok(n) => n,
+                // A TLS peer that leaves without close_notify (drivers do):
+                // an end of stream like any other.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return self.end_of_stream();
             }
