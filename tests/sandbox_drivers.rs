@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use common::sandbox::{TestSandbox, PASSWORD};
-use common::{python, tiberius_scenario};
+use common::{external, tiberius_scenario};
 
 type Tiberius = Client<Compat<TcpStream>>;
 
@@ -108,7 +108,7 @@ async fn tiberius_wrong_password_is_login_failed_18456() {
 
 async fn python_scenario(driver: &str, encrypt: &str) {
     let sandbox = TestSandbox::start().await;
-    let result = python::run_scenario(&sandbox, driver, encrypt).await;
+    let result = external::run_scenario(&sandbox, driver, encrypt).await;
     sandbox.handle.shutdown().await;
     if let Err(output) = result {
         panic!("{driver} --encrypt {encrypt} failed:\n{output}");
@@ -148,4 +148,34 @@ async fn odbc18_full_tls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn odbc18_tds80_strict() {
     python_scenario("mssql-python", "strict").await;
+}
+
+const TSQL_SCRIPT: &str = "CREATE TABLE dbo.Names (id int IDENTITY(1,1) PRIMARY KEY, name nvarchar(50), \
+code char(4))\ngo\nINSERT INTO dbo.Names (name, code) VALUES (N'Zoë', 'AB12')\ngo\n\
+INSERT INTO dbo.Names (name, code) VALUES (N'Nguyễn', NULL)\ngo\n\
+SELECT id, name, code FROM dbo.Names ORDER BY id\ngo\nexit\n";
+
+async fn tsql_scenario(encryption: &str) {
+    let sandbox = TestSandbox::start().await;
+    let result = external::run_tsql(&sandbox, encryption, TSQL_SCRIPT).await;
+    sandbox.handle.shutdown().await;
+    let output = result.unwrap_or_else(|e| panic!("tsql with encryption = {encryption} failed:\n{e}"));
+    for expected in ["id\tname\tcode", "1\tZoë\tAB12", "2\tNguyễn\tNULL", "(2 rows affected)"] {
+        assert!(output.contains(expected), "tsql output lacks {expected:?}:\n{output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tsql_plaintext() {
+    tsql_scenario("off").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tsql_login_only_tls() {
+    tsql_scenario("request").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tsql_full_tls() {
+    tsql_scenario("require").await;
 }

@@ -3,4 +3,4 @@
 
 pub mod sandbox;
 pub mod tiberius_scenario;
-pub mod python;
+pub mod external;
