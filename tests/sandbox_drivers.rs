@@ -150,7 +150,8 @@ async fn odbc18_tds80_strict() {
     python_scenario("mssql-python", "strict").await;
 }
 
-const TSQL_SCRIPT: &str = "CREATE TABLE dbo.Names (id int IDENTITY(1,1) PRIMARY KEY, name nvarchar(50), \
+const TSQL_SCRIPT: &str =
+    "CREATE TABLE dbo.Names (id int IDENTITY(1,1) PRIMARY KEY, name nvarchar(50), \
 code char(4))\ngo\nINSERT INTO dbo.Names (name, code) VALUES (N'Zoë', 'AB12')\ngo\n\
 INSERT INTO dbo.Names (name, code) VALUES (N'Nguyễn', NULL)\ngo\n\
 SELECT id, name, code FROM dbo.Names ORDER BY id\ngo\nexit\n";
@@ -159,9 +160,18 @@ async fn tsql_scenario(encryption: &str) {
     let sandbox = TestSandbox::start().await;
     let result = external::run_tsql(&sandbox, encryption, TSQL_SCRIPT).await;
     sandbox.handle.shutdown().await;
-    let output = result.unwrap_or_else(|e| panic!("tsql with encryption = {encryption} failed:\n{e}"));
-    for expected in ["id\tname\tcode", "1\tZoë\tAB12", "2\tNguyễn\tNULL", "(2 rows affected)"] {
-        assert!(output.contains(expected), "tsql output lacks {expected:?}:\n{output}");
+    let output =
+        result.unwrap_or_else(|e| panic!("tsql with encryption = {encryption} failed:\n{e}"));
+    for expected in [
+        "id\tname\tcode",
+        "1\tZoë\tAB12",
+        "2\tNguyễn\tNULL",
+        "(2 rows affected)",
+    ] {
+        assert!(
+            output.contains(expected),
+            "tsql output lacks {expected:?}:\n{output}"
+        );
     }
 }
 
@@ -178,4 +188,214 @@ async fn tsql_login_only_tls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tsql_full_tls() {
     tsql_scenario("require").await;
+}
+
+/// Protocol behaviour that drivers do not show directly: attention,
+/// RESETCONNECTION, errors that keep the connection, bad bytes, LOGIN7
+/// without PRELOGIN, refused plaintext, routing. Driven by a raw client
+/// built from the codec.
+mod protocol {
+    use tdsguard::tds::packet::{status, PacketType};
+    use tdsguard::tds::prelogin::Encryption;
+    use tdsguard::tds::token::{DoneStatus, Token};
+
+    use crate::common::raw::RawClient;
+    use crate::common::sandbox::{TestSandbox, PASSWORD};
+
+    fn done_statuses(tokens: &[Token]) -> Vec<u16> {
+        tokens
+            .iter()
+            .filter_map(|t| match t {
+                Token::Done(d) => Some(d.status.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error_numbers(tokens: &[Token]) -> Vec<u32> {
+        tokens
+            .iter()
+            .filter_map(|t| match t {
+                Token::InfoError(e) if e.is_error => Some(e.number),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn first_int(tokens: &[Token]) -> Option<i32> {
+        tokens.iter().find_map(|t| match t {
+            Token::Row(row) => match row.values.first() {
+                Some(tdsguard::tds::token::RawValue::Bytes(b)) if b.len() == 4 => {
+                    Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn select_one_is_colmetadata_row_done_with_count() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        let tokens = client.query("SELECT 1 AS one").await;
+        let names: Vec<&str> = tokens.iter().map(Token::name).collect();
+        assert_eq!(names, ["COLMETADATA", "ROW", "DONE"]);
+        assert_eq!(first_int(&tokens), Some(1));
+        assert_eq!(done_statuses(&tokens), [DoneStatus::COUNT]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn attention_stops_a_long_result_and_the_connection_stays_usable() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client
+            .query(
+                "CREATE TABLE dbo.N (n int); \
+                 INSERT INTO dbo.N VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)",
+            )
+            .await;
+        // 10^6 rows: far more than is sent before the attention arrives.
+        let big = "SELECT a.n + 10*b.n + 100*c.n + 1000*d.n + 10000*e.n + 100000*f.n AS v \
+                   FROM dbo.N a CROSS JOIN dbo.N b CROSS JOIN dbo.N c CROSS JOIN dbo.N d \
+                   CROSS JOIN dbo.N e CROSS JOIN dbo.N f";
+        client.batch(big, 0).await;
+        client.attention().await;
+
+        let tokens = client.tokens().await.expect("the cancelled response ends");
+        let last = tokens.last().expect("tokens");
+        let Token::Done(done) = last else {
+            panic!("the response ends with {}", last.name());
+        };
+        assert!(done.status.has(DoneStatus::ATTN), "DONE carries ATTN");
+        let rows = tokens.iter().filter(|t| t.name() == "ROW").count();
+        assert!(rows < 1_000_000, "the result was cut short ({rows} rows)");
+
+        let after = client.query("SELECT 42").await;
+        assert_eq!(first_int(&after), Some(42));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn attention_after_a_finished_request_gets_its_own_done_attn() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client.query("SELECT 1").await;
+        client.attention().await;
+        let tokens = client.tokens().await.expect("attention answered");
+        assert_eq!(done_statuses(&tokens), [DoneStatus::ATTN]);
+        assert_eq!(first_int(&client.query("SELECT 7").await), Some(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn resetconnection_answers_envchange_18_first_and_resets_the_session() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client
+            .query("CREATE TABLE #t (x int); SET NOCOUNT ON")
+            .await;
+        client.batch("SELECT 5", status::RESETCONNECTION).await;
+        let tokens = client.tokens().await.expect("answered");
+        let Token::EnvChange(first) = &tokens[0] else {
+            panic!("first token is {}", tokens[0].name());
+        };
+        assert!(first.is_reset_ack(), "ENVCHANGE type 18 first");
+        assert_eq!(first_int(&tokens), Some(5));
+        // NOCOUNT was reset: the DONE counts again.
+        assert_eq!(done_statuses(&tokens).last(), Some(&DoneStatus::COUNT));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unsupported_statement_is_an_error_and_the_connection_stays_usable() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        let tokens = client.query("CREATE FULLTEXT CATALOG ftc").await;
+        assert!(!error_numbers(&tokens).is_empty(), "an ERROR token");
+        let Some(Token::Done(done)) = tokens.last() else {
+            panic!("ends with DONE");
+        };
+        assert!(done.status.has(DoneStatus::ERROR));
+        assert_eq!(first_int(&client.query("SELECT 3").await), Some(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_bytes_end_only_that_connection() {
+        let sandbox = TestSandbox::start().await;
+        let mut bad = RawClient::logged_in(&sandbox).await;
+        let mut good = RawClient::logged_in(&sandbox).await;
+        // A packet header with an undefined type.
+        use tokio::io::AsyncWriteExt;
+        bad.tcp
+            .write_all(&[0x55, 0x01, 0x00, 0x09, 0, 0, 1, 0, 0xAA])
+            .await
+            .expect("writes");
+        assert!(
+            bad.is_closed().await,
+            "the server closes the bad connection"
+        );
+        assert_eq!(first_int(&good.query("SELECT 9").await), Some(9));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn login7_without_prelogin_is_served_when_plaintext_is_allowed() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::connect(&sandbox).await;
+        let tokens = client.login(PASSWORD).await;
+        assert!(tokens.iter().any(|t| t.name() == "LOGINACK"));
+        assert_eq!(first_int(&client.query("SELECT 11").await), Some(11));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn plaintext_is_refused_unless_allowed() {
+        let sandbox = TestSandbox::start_with(|o| o.allow_plaintext = false).await;
+        let mut client = RawClient::connect(&sandbox).await;
+        let answer = client.prelogin(Encryption::NotSupported).await;
+        assert_eq!(answer.encryption(), Some((Encryption::NotSupported, false)));
+        assert!(client.is_closed().await, "the server closes after refusing");
+
+        let mut jtds = RawClient::connect(&sandbox).await;
+        jtds.send(PacketType::Login7, 0, &[0; 8]).await;
+        assert!(jtds.is_closed().await, "LOGIN7 without PRELOGIN is refused");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn wrong_password_is_18456_done_error_then_close() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::connect(&sandbox).await;
+        client.prelogin(Encryption::NotSupported).await;
+        let tokens = client.login("nope").await;
+        assert_eq!(error_numbers(&tokens), [18456]);
+        assert_eq!(done_statuses(&tokens), [DoneStatus::ERROR]);
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn routing_sends_the_client_elsewhere() {
+        let target = TestSandbox::start().await;
+        let port = target.addr().port();
+        let router = TestSandbox::start_with(|o| {
+            o.routing = Some(tdsguard::sandbox::RoutingTarget {
+                host: "127.0.0.1".into(),
+                port,
+            })
+        })
+        .await;
+
+        let mut config = tiberius::Config::new();
+        config.host("127.0.0.1");
+        config.port(router.addr().port());
+        config.authentication(tiberius::AuthMethod::sql_server("sa", PASSWORD));
+        config.trust_cert();
+        config.encryption(tiberius::EncryptionLevel::Required);
+        let tcp = tokio::net::TcpStream::connect(router.addr())
+            .await
+            .expect("connects");
+        use tokio_util::compat::TokioAsyncWriteCompatExt;
+        match tiberius::Client::connect(config, tcp.compat_write()).await {
+            Err(tiberius::error::Error::Routing { host, port: p }) => {
+                assert_eq!((host.as_str(), p), ("127.0.0.1", port));
+            }
+            Err(other) => panic!("expected routing, got {other}"),
+            Ok(_) => panic!("expected routing, got a session"),
+        }
+    }
 }

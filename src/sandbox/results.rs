@@ -158,12 +158,11 @@ impl TokenWriter {
         Ok(())
     }
 
-    /// Ends the response. After a cancel, what is buffered is dropped: the
-    /// connection task closes the response with DONE(ATTN).
+    /// Ends the response with what is buffered. The buffer holds whole
+    /// tokens only (packets already sent may end inside a token), so after a
+    /// cancel it still goes out: the connection task then closes the
+    /// response with DONE(ATTN) on a token boundary.
     pub fn finish(mut self) -> Result<(), WriteStop> {
-        if self.is_cancelled() {
-            self.buf.clear();
-        }
         let last = Bytes::from(std::mem::take(&mut self.buf));
         self.tx
             .blocking_send(Outgoing::Last(last))
@@ -1008,7 +1007,7 @@ mod tests {
     }
 
     #[test]
-    fn cancel_stops_writing_and_drops_the_buffer() {
+    fn cancel_stops_writing_but_keeps_whole_tokens() {
         let (mut w, mut rx, cancel) = writer(4096);
         w.done(DoneKind::Done, DoneStatus::MORE, 0, 0)
             .expect("writes");
@@ -1020,6 +1019,10 @@ mod tests {
         w.finish().expect("finishes");
         let (full, last) = drain(&mut rx);
         assert!(full.is_empty());
-        assert_eq!(last.expect("last").len(), 0);
+        assert_eq!(
+            last.expect("last").len(),
+            13,
+            "the DONE written before the cancel"
+        );
     }
 }

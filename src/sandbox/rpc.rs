@@ -559,10 +559,16 @@ mod transaction {
         }
         let sql = match r.u16_le()? {
             TM_BEGIN_XACT => "BEGIN TRANSACTION",
-            TM_COMMIT_XACT => pick(&mut r, "COMMIT TRANSACTION", "COMMIT TRANSACTION; BEGIN TRANSACTION")?,
-            TM_ROLLBACK_XACT => {
-                pick(&mut r, "ROLLBACK TRANSACTION", "ROLLBACK TRANSACTION; BEGIN TRANSACTION")?
-            }
+            TM_COMMIT_XACT => pick(
+                &mut r,
+                "COMMIT TRANSACTION",
+                "COMMIT TRANSACTION; BEGIN TRANSACTION",
+            )?,
+            TM_ROLLBACK_XACT => pick(
+                &mut r,
+                "ROLLBACK TRANSACTION",
+                "ROLLBACK TRANSACTION; BEGIN TRANSACTION",
+            )?,
             _ => return Ok(None),
         };
         Ok(Some(sql))
@@ -577,7 +583,11 @@ mod transaction {
         let name_chars = usize::from(r.u8()?);
         r.skip(name_chars * 2)?;
         let flags = if r.is_empty() { 0 } else { r.u8()? };
-        Ok(if flags & BEGIN_XACT != 0 { and_begin } else { plain })
+        Ok(if flags & BEGIN_XACT != 0 {
+            and_begin
+        } else {
+            plain
+        })
     }
 }
 

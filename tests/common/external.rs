@@ -29,7 +29,11 @@ pub fn python() -> PathBuf {
 
 /// Runs the scenario for `driver` in `encrypt` mode; returns its output on
 /// failure.
-pub async fn run_scenario(sandbox: &TestSandbox, driver: &str, encrypt: &str) -> Result<String, String> {
+pub async fn run_scenario(
+    sandbox: &TestSandbox,
+    driver: &str,
+    encrypt: &str,
+) -> Result<String, String> {
     let script = repo_root().join("tests/drivers/scenario.py");
     let mut command = Command::new(python());
     command
@@ -71,7 +75,11 @@ pub fn exists(path: &Path) -> bool {
 /// Runs FreeTDS `tsql` with `script` on stdin, through a temporary
 /// freetds.conf (`tds version = 7.4`, the given `encryption`); returns its
 /// output.
-pub async fn run_tsql(sandbox: &TestSandbox, encryption: &str, script: &str) -> Result<String, String> {
+pub async fn run_tsql(
+    sandbox: &TestSandbox,
+    encryption: &str,
+    script: &str,
+) -> Result<String, String> {
     let tsql = PathBuf::from("/usr/bin/tsql");
     assert!(
         exists(&tsql),
