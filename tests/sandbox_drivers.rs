@@ -399,3 +399,50 @@ mod protocol {
         }
     }
 }
+
+/// Streams a 100,000-row, 6-column SELECT to tiberius and reports rows/s.
+/// Run in a release build: `cargo test --release --test sandbox_drivers
+/// tiberius_streams_100k_rows -- --ignored --nocapture`; the release build
+/// must reach 300,000 rows/s.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "throughput measurement; run in a release build"]
+async fn tiberius_streams_100k_rows() {
+    const ROWS: usize = 100_000;
+    let sandbox = TestSandbox::start().await;
+    let mut client = tiberius(&sandbox, EncryptionLevel::NotSupported)
+        .await
+        .expect("login succeeds");
+    let setup = "CREATE TABLE dbo.D (n int); \
+        INSERT INTO dbo.D VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9); \
+        CREATE TABLE dbo.Big (id int, name nvarchar(50), amount decimal(10,2), \
+        created datetime2(7), flag bit, score float); \
+        INSERT INTO dbo.Big (id, name, amount, created, flag, score) \
+        SELECT a.n + 10*b.n + 100*c.n + 1000*d.n + 10000*e.n, N'customer name', 1234.56, \
+        '2024-01-02 03:04:05.1234567', 1, 0.5 \
+        FROM dbo.D a CROSS JOIN dbo.D b CROSS JOIN dbo.D c CROSS JOIN dbo.D d CROSS JOIN dbo.D e";
+    client
+        .simple_query(setup)
+        .await
+        .expect("setup runs")
+        .into_results()
+        .await
+        .expect("setup completes");
+
+    let started = std::time::Instant::now();
+    let rows = client
+        .simple_query("SELECT id, name, amount, created, flag, score FROM dbo.Big")
+        .await
+        .expect("select runs")
+        .into_first_result()
+        .await
+        .expect("select completes");
+    assert!(rows.iter().all(|row| row.len() == 6));
+    let count = rows.len();
+    let elapsed = started.elapsed();
+    let rate = count as f64 / elapsed.as_secs_f64();
+    println!("streamed {count} rows in {elapsed:?}: {rate:.0} rows/s");
+    assert_eq!(count, ROWS);
+    if !cfg!(debug_assertions) {
+        assert!(rate >= 300_000.0, "{rate:.0} rows/s is below 300,000");
+    }
+}
