@@ -197,7 +197,11 @@ async fn tsql_full_tls() {
 mod protocol {
     use tdsguard::tds::packet::{status, PacketType};
     use tdsguard::tds::prelogin::Encryption;
+    use tdsguard::tds::rpc::{status_flags, ProcName, RpcCall, RpcParam};
     use tdsguard::tds::token::{DoneStatus, Token};
+    use tdsguard::tds::token::{EnvChange, RawValue};
+    use tdsguard::tds::types::value::SqlValue;
+    use tdsguard::tds::types::{Collation, NullableType, TypeInfo};
 
     use crate::common::raw::RawClient;
     use crate::common::sandbox::{TestSandbox, PASSWORD};
@@ -349,7 +353,7 @@ mod protocol {
         let sandbox = TestSandbox::start_with(|o| o.allow_plaintext = false).await;
         let mut client = RawClient::connect(&sandbox).await;
         let answer = client.prelogin(Encryption::NotSupported).await;
-        assert_eq!(answer.encryption(), Some((Encryption::NotSupported, false)));
+        assert_eq!(answer.encryption(), Some((Encryption::Required, false)));
         assert!(client.is_closed().await, "the server closes after refusing");
 
         let mut jtds = RawClient::connect(&sandbox).await;
@@ -397,6 +401,201 @@ mod protocol {
             Err(other) => panic!("expected routing, got {other}"),
             Ok(_) => panic!("expected routing, got a session"),
         }
+    }
+
+    fn nvarchar(name: &str, text: &str) -> RpcParam {
+        let collation = Collation {
+            info: 0x00D0_0409,
+            sort_id: 52,
+        };
+        let ti = TypeInfo::nvarchar(0xFFFF, collation);
+        RpcParam::new(name, 0, ti, &SqlValue::NVarChar(text.into())).expect("param")
+    }
+
+    fn int_param(name: &str, status: u8, value: Option<i32>) -> RpcParam {
+        let ti = TypeInfo::Nullable {
+            ty: NullableType::IntN,
+            len: 4,
+        };
+        let v = value.map_or(SqlValue::Null, SqlValue::Int);
+        RpcParam::new(name, status, ti, &v).expect("param")
+    }
+
+    fn type_infos(tokens: &[Token]) -> Vec<(String, Vec<u8>, u16)> {
+        let Some(Token::ColMetadata(meta)) = tokens.first() else {
+            panic!("no COLMETADATA first");
+        };
+        meta.columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string_lossy(),
+                    c.type_info.bytes().to_vec(),
+                    c.flags,
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn colmetadata_carries_sql_servers_type_info_per_declared_type() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client
+            .query(
+                "CREATE TABLE dbo.Types (id int IDENTITY(1,1) PRIMARY KEY, i int, \
+                 name nvarchar(50) NOT NULL, code char(11), notes nvarchar(max), \
+                 photo varbinary(max), amount decimal(10,2), born date, at datetime2(7), \
+                 at_tz datetimeoffset(3), g uniqueidentifier, flag bit, price money)",
+            )
+            .await;
+        let tokens = client.query("SELECT * FROM dbo.Types").await;
+        let coll = [0x09, 0x04, 0xD0, 0x00, 0x34];
+        let with_coll = |head: &[u8]| [head, &coll[..]].concat();
+        let expected: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("id", vec![0x38], 0x0010),
+            ("i", vec![0x26, 4], 0x0009),
+            ("name", with_coll(&[0xE7, 100, 0]), 0x0008),
+            ("code", with_coll(&[0xAF, 11, 0]), 0x0009),
+            ("notes", with_coll(&[0xE7, 0xFF, 0xFF]), 0x0009),
+            ("photo", vec![0xA5, 0xFF, 0xFF], 0x0009),
+            ("amount", vec![0x6A, 9, 10, 2], 0x0009),
+            ("born", vec![0x28], 0x0009),
+            ("at", vec![0x2A, 7], 0x0009),
+            ("at_tz", vec![0x2B, 3], 0x0009),
+            ("g", vec![0x24, 16], 0x0009),
+            ("flag", vec![0x68, 1], 0x0009),
+            ("price", vec![0x6E, 8], 0x0009),
+        ];
+        let got = type_infos(&tokens);
+        for (want, got) in expected.iter().zip(&got) {
+            assert_eq!((want.0, &want.1, want.2), (got.0.as_str(), &got.1, got.2));
+        }
+        assert_eq!(got.len(), expected.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rows_with_nulls_are_nbcrow_others_row() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client
+            .query("CREATE TABLE dbo.R (a int, b nvarchar(5)); INSERT INTO dbo.R VALUES (1, N'x'), (2, NULL)")
+            .await;
+        let tokens = client.query("SELECT a, b FROM dbo.R ORDER BY a").await;
+        let kinds: Vec<&str> = tokens.iter().map(Token::name).collect();
+        assert_eq!(kinds, ["COLMETADATA", "ROW", "NBCROW", "DONE"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn transactions_and_use_answer_with_envchange() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        let begin = client.query("BEGIN TRANSACTION").await;
+        let Some(Token::EnvChange(EnvChange::Bytes {
+            env_type: 8, new, ..
+        })) = begin.first()
+        else {
+            panic!("BEGIN TRANSACTION answers ENVCHANGE 8, got {:?}", begin);
+        };
+        assert_eq!(new.len(), 8, "an 8-byte transaction descriptor");
+        assert!(done_statuses(&begin)
+            .iter()
+            .all(|s| s & DoneStatus::INXACT != 0));
+        let commit = client.query("COMMIT TRANSACTION").await;
+        let Some(Token::EnvChange(EnvChange::Bytes {
+            env_type: 9, old, ..
+        })) = commit.first()
+        else {
+            panic!("COMMIT answers ENVCHANGE 9, got {:?}", commit);
+        };
+        assert_eq!(old, new, "commit names the transaction begun");
+
+        let used = client.query("USE master").await;
+        let Some(Token::EnvChange(change)) = used.first() else {
+            panic!("USE answers ENVCHANGE, got {:?}", used);
+        };
+        assert_eq!(
+            change.database().map(|d| d.to_string_lossy()),
+            Some("master".into())
+        );
+        assert!(used
+            .iter()
+            .any(|t| matches!(t, Token::InfoError(i) if i.number == 5701)));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sp_prepexec_returns_the_handle_and_ends_with_doneproc() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        let mut call = RpcCall::new(ProcName::Id(13), 0);
+        call.params
+            .push(int_param("@handle", status_flags::BY_REF_VALUE, None));
+        call.params.push(nvarchar("@params", "@P1 int"));
+        call.params.push(nvarchar("@stmt", "SELECT @P1 + 1 AS v"));
+        call.params.push(int_param("@P1", 0, Some(41)));
+        let tokens = client.rpc(call).await;
+        let names: Vec<&str> = tokens.iter().map(Token::name).collect();
+        assert_eq!(
+            names,
+            [
+                "COLMETADATA",
+                "ROW",
+                "DONEINPROC",
+                "RETURNSTATUS",
+                "RETURNVALUE",
+                "DONEPROC"
+            ]
+        );
+        assert_eq!(first_int(&tokens), Some(42));
+        let Some(Token::ReturnValue(handle)) = tokens.get(4) else {
+            panic!("no RETURNVALUE");
+        };
+        assert_eq!(handle.ordinal, 0);
+        let Some(Token::Done(last)) = tokens.last() else {
+            panic!("no DONEPROC");
+        };
+        assert!(!last.status.has(DoneStatus::MORE));
+
+        // sp_execute with the handle runs the statement again.
+        let RawValue::Bytes(h) = &handle.value else {
+            panic!("handle is NULL");
+        };
+        let handle = i32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let mut again = RpcCall::new(ProcName::Id(12), 0);
+        again.params.push(int_param("@handle", 0, Some(handle)));
+        again.params.push(int_param("@P1", 0, Some(9)));
+        assert_eq!(first_int(&client.rpc(again).await), Some(10));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sp_describe_first_result_set_has_the_documented_shape() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client
+            .query("CREATE TABLE dbo.T (id int NOT NULL, name nvarchar(20))")
+            .await;
+        let mut call = RpcCall::new(ProcName::Name("sp_describe_first_result_set".into()), 0);
+        call.params
+            .push(nvarchar("@tsql", "SELECT id, name FROM dbo.T"));
+        let tokens = client.rpc(call).await;
+        let columns = type_infos(&tokens);
+        assert_eq!(columns.len(), 39);
+        let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(
+            &names[..6],
+            [
+                "is_hidden",
+                "column_ordinal",
+                "name",
+                "is_nullable",
+                "system_type_id",
+                "system_type_name"
+            ]
+        );
+        assert_eq!(names[38], "tds_collation_sort_id");
+        let rows = tokens.iter().filter(|t| t.name().ends_with("ROW")).count();
+        assert_eq!(rows, 2);
+        assert_eq!(tokens.last().map(Token::name), Some("DONEPROC"));
     }
 }
 

@@ -118,7 +118,10 @@ fn answered_encryption(choice: EncryptionChoice) -> Encryption {
     match choice {
         EncryptionChoice::LoginOnly => Encryption::Off,
         EncryptionChoice::Full => Encryption::On,
-        EncryptionChoice::Plaintext | EncryptionChoice::Refused => Encryption::NotSupported,
+        EncryptionChoice::Plaintext => Encryption::NotSupported,
+        // As Azure SQL: "encryption required"; the client gives up with
+        // its own error and the server closes.
+        EncryptionChoice::Refused => Encryption::Required,
     }
 }
 

@@ -8,6 +8,7 @@ use tdsguard::tds::all_headers::{AllHeaders, Header};
 use tdsguard::tds::login7::{self, Login7};
 use tdsguard::tds::packet::{self, Assembled, Message, MessageAssembler, PacketReader, PacketType};
 use tdsguard::tds::prelogin::{Encryption, PreLogin, Version};
+use tdsguard::tds::rpc::{RpcCall, RpcRequest};
 use tdsguard::tds::sql_batch::SqlBatch;
 use tdsguard::tds::token::{decode_all, TdsVersion, Token, TokenContext};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,6 +108,22 @@ impl RawClient {
     pub async fn query(&mut self, sql: &str) -> Vec<Token> {
         self.batch(sql, 0).await;
         self.tokens().await.expect("batch answered")
+    }
+
+    /// Sends one RPC call with ALL_HEADERS and returns the response tokens.
+    pub async fn rpc(&mut self, call: RpcCall) -> Vec<Token> {
+        let request = RpcRequest {
+            all_headers: Some(AllHeaders {
+                headers: vec![Header::TransactionDescriptor {
+                    descriptor: 0,
+                    outstanding_requests: 1,
+                }],
+            }),
+            calls: vec![call],
+        };
+        let payload = request.to_bytes().expect("encodes");
+        self.send(PacketType::Rpc, 0, &payload).await;
+        self.tokens().await.expect("rpc answered")
     }
 
     pub async fn attention(&mut self) {
