@@ -538,6 +538,7 @@ impl Connection {
         let (read, write) = tokio::io::split(stream);
         let mut input = MessageIo::new(read, MAX_REQUEST_LEN);
         let mut output = PacketOut::new(write, session.start.packet_size, self.spid);
+        output.coalesce = !session.encrypted;
         let mut state = session.state;
         debug!(encrypted = session.encrypted, "serving requests");
 
@@ -581,7 +582,7 @@ impl Connection {
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
-                    Some(Outgoing::Payload(p)) => output.packet(&p, false).await?,
+                    Some(Outgoing::Payload(p)) => output.packets(&p).await?,
                     Some(Outgoing::Last(p)) => {
                         output.finish(p, attention, &state.token_context()).await?;
                         break;
@@ -722,13 +723,15 @@ impl<S: AsyncWrite + Unpin> MessageIo<S> {
     }
 }
 
-/// Writes response packets with continuing packet ids, one write and flush
-/// per packet so each lands in its own TLS record (TDS-NOTES §3.1).
+/// Writes response packets with continuing packet ids. Under TLS each
+/// packet is written on its own so it lands in its own record (TDS-NOTES
+/// §3.1); in plaintext the packets of a chunk go out in one write.
 struct PacketOut<W> {
     writer: W,
     packet_size: usize,
     spid: u16,
     packet_id: u8,
+    coalesce: bool,
     scratch: BytesMut,
 }
 
@@ -739,12 +742,13 @@ impl<W: AsyncWrite + Unpin> PacketOut<W> {
             packet_size,
             spid,
             packet_id: 1,
+            coalesce: false,
             scratch: BytesMut::with_capacity(packet_size),
         }
     }
 
-    /// One packet of at most a packet's payload.
-    async fn packet(&mut self, payload: &[u8], eom: bool) -> Result<(), SandboxError> {
+    /// Appends one packet (header and payload) to the scratch buffer.
+    fn push_packet(&mut self, payload: &[u8], eom: bool) {
         let header = PacketHeader {
             packet_type: PacketType::TabularResult,
             status: if eom { status::EOM } else { 0 },
@@ -754,12 +758,35 @@ impl<W: AsyncWrite + Unpin> PacketOut<W> {
             window: 0,
         };
         self.packet_id = self.packet_id.wrapping_add(1);
-        self.scratch.clear();
         header.encode(&mut self.scratch);
         self.scratch.extend_from_slice(payload);
-        self.writer.write_all(&self.scratch).await?;
+    }
+
+    /// One packet of at most a packet's payload.
+    async fn packet(&mut self, payload: &[u8], eom: bool) -> Result<(), SandboxError> {
+        self.push_packet(payload, eom);
+        if !self.coalesce || eom {
+            self.write_scratch().await?;
+        }
         if eom {
             self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_scratch(&mut self) -> Result<(), SandboxError> {
+        self.writer.write_all(&self.scratch).await?;
+        self.scratch.clear();
+        Ok(())
+    }
+
+    /// Whole packets of a response that continues (no EOM).
+    async fn packets(&mut self, payloads: &[u8]) -> Result<(), SandboxError> {
+        for payload in payloads.chunks(self.packet_size - HEADER_LEN) {
+            self.packet(payload, false).await?;
+        }
+        if !self.scratch.is_empty() {
+            self.write_scratch().await?;
         }
         Ok(())
     }
