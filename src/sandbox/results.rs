@@ -1022,4 +1022,139 @@ mod tests {
             "the DONE written before the cancel"
         );
     }
+
+    fn ti_bytes(ty: SqlType, nullable: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        type_info(&ty, nullable).encode(&mut out).expect("encodes");
+        out
+    }
+
+    #[test]
+    fn type_info_per_declared_type() {
+        let coll = [0x09, 0x04, 0xD0, 0x00, 0x34];
+        let cases: Vec<(SqlType, bool, Vec<u8>)> = vec![
+            (SqlType::Int, true, vec![0x26, 4]),
+            (SqlType::Int, false, vec![0x38]),
+            (SqlType::BigInt, true, vec![0x26, 8]),
+            (SqlType::TinyInt, false, vec![0x30]),
+            (SqlType::Bit, true, vec![0x68, 1]),
+            (SqlType::Money, true, vec![0x6E, 8]),
+            (SqlType::SmallMoney, false, vec![0x7A]),
+            (SqlType::Float { mantissa_bits: 53 }, true, vec![0x6D, 8]),
+            (SqlType::Real, true, vec![0x6D, 4]),
+            (SqlType::DateTime, true, vec![0x6F, 8]),
+            (
+                SqlType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                true,
+                vec![0x6A, 9, 10, 2],
+            ),
+            (
+                SqlType::Numeric {
+                    precision: 38,
+                    scale: 0,
+                },
+                false,
+                vec![0x6C, 17, 38, 0],
+            ),
+            (SqlType::Date, true, vec![0x28]),
+            (SqlType::Time(3), true, vec![0x29, 3]),
+            (SqlType::DateTime2(7), true, vec![0x2A, 7]),
+            (SqlType::DateTimeOffset(0), true, vec![0x2B, 0]),
+            (SqlType::UniqueIdentifier, false, vec![0x24, 16]),
+            (SqlType::VarBinary(Len::Max), true, vec![0xA5, 0xFF, 0xFF]),
+            (SqlType::Binary(16), true, vec![0xAD, 16, 0]),
+            (
+                SqlType::NVarChar(Len::N(50)),
+                true,
+                [&[0xE7, 100, 0][..], &coll].concat(),
+            ),
+            (
+                SqlType::NVarChar(Len::Max),
+                true,
+                [&[0xE7, 0xFF, 0xFF][..], &coll].concat(),
+            ),
+            (
+                SqlType::Char(11),
+                true,
+                [&[0xAF, 11, 0][..], &coll].concat(),
+            ),
+            (
+                SqlType::NChar(10),
+                true,
+                [&[0xEF, 20, 0][..], &coll].concat(),
+            ),
+        ];
+        for (ty, nullable, want) in cases {
+            assert_eq!(ti_bytes(ty, nullable), want, "{ty:?} nullable={nullable}");
+        }
+    }
+
+    fn encoded(ty: SqlType, v: Value) -> Vec<u8> {
+        let typed = sql_value(&ty, &v).expect("converts");
+        let mut out = Vec::new();
+        encode_value(&type_info(&ty, true), &typed, &mut out).expect("encodes");
+        out
+    }
+
+    #[test]
+    fn values_take_the_column_type() {
+        assert_eq!(encoded(SqlType::Int, Value::Int(7)), [4, 7, 0, 0, 0]);
+        assert_eq!(encoded(SqlType::Int, Value::Null), [0]);
+        // 12345678.90 at scale 2, positive, 9-byte DECIMALN.
+        let want = [9, 1, 0xD2, 0x02, 0x96, 0x49, 0, 0, 0, 0];
+        let v = Value::Decimal {
+            value: 123_456_789,
+            scale: 1,
+        };
+        assert_eq!(
+            encoded(
+                SqlType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                v
+            ),
+            want
+        );
+        assert_eq!(encoded(SqlType::Bit, Value::Int(1)), [1, 1]);
+        assert_eq!(
+            encoded(SqlType::Char(2), Value::String("é".into())),
+            [1, 0, 0xE9]
+        );
+        assert_eq!(
+            encoded(SqlType::NVarChar(Len::N(5)), Value::String("Zoë".into())),
+            [6, 0, 0x5A, 0, 0x6F, 0, 0xEB, 0]
+        );
+        let d = Value::Date(crate::sandbox::engine::types::Date {
+            year: 1,
+            month: 1,
+            day: 2,
+        });
+        assert_eq!(encoded(SqlType::Date, d), [3, 1, 0, 0]);
+    }
+
+    #[test]
+    fn guids_go_out_in_wire_order_and_mismatches_are_refused() {
+        let rfc = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 8, 9, 10, 11, 12, 13, 14, 15,
+        ];
+        let out = encoded(SqlType::UniqueIdentifier, Value::Guid(rfc));
+        assert_eq!(
+            &out[..9],
+            [16, 0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66]
+        );
+        assert!(sql_value(&SqlType::Int, &Value::String("x".into())).is_none());
+        assert!(sql_value(&SqlType::TinyInt, &Value::Int(300)).is_none());
+    }
+
+    #[test]
+    fn rescale_rounds_half_away_from_zero() {
+        assert_eq!(rescale(125, 2, 1), 13);
+        assert_eq!(rescale(-125, 2, 1), -13);
+        assert_eq!(rescale(124, 2, 1), 12);
+        assert_eq!(rescale(5, 0, 2), 500);
+    }
 }

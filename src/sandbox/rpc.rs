@@ -184,7 +184,7 @@ impl RequestJob {
             PacketType::SqlBatch => self.batch(&payload),
             PacketType::Rpc => self.rpc(&payload),
             PacketType::TransactionManager => self.transaction(&payload),
-            _ => self.unsupported("this message type"),
+            other => self.unsupported(&format!("{} messages", other.name())),
         }
     }
 
@@ -829,5 +829,97 @@ mod describe {
         row.push(Value::Int(tds_type));
         row.push(Value::Int(tds_length));
         row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tds::types::Collation;
+
+    #[test]
+    fn declared_types_from_type_info() {
+        let coll = Some(Collation::default());
+        let nvarchar = |max_len| TypeInfo::VarLen {
+            ty: VarLenType::NVarChar,
+            max_len,
+            collation: coll,
+        };
+        assert_eq!(
+            declared_type(&nvarchar(8000)),
+            Some(SqlType::NVarChar(Len::N(4000)))
+        );
+        assert_eq!(
+            declared_type(&nvarchar(0xFFFF)),
+            Some(SqlType::NVarChar(Len::Max))
+        );
+        let intn = TypeInfo::Nullable {
+            ty: NullableType::IntN,
+            len: 8,
+        };
+        assert_eq!(declared_type(&intn), Some(SqlType::BigInt));
+        let dec = TypeInfo::Decimal {
+            ty: DecimalType::DecimalN,
+            len: 9,
+            precision: 10,
+            scale: 2,
+        };
+        assert_eq!(
+            declared_type(&dec),
+            Some(SqlType::Decimal {
+                precision: 10,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            declared_type(&TypeInfo::Fixed(FixedType::Null)),
+            Some(SqlType::Int)
+        );
+        assert_eq!(declared_type(&TypeInfo::Xml { schema: None }), None);
+    }
+
+    #[test]
+    fn values_from_parameters() {
+        assert_eq!(engine_value(&SqlValue::Int(5)), Some(Value::Int(5)));
+        assert_eq!(
+            engine_value(&SqlValue::Money(12_345)),
+            Some(Value::Decimal {
+                value: 12_345,
+                scale: 4
+            })
+        );
+        assert_eq!(
+            engine_value(&SqlValue::NVarChar("Nguyễn".into())),
+            Some(Value::String("Nguyễn".into()))
+        );
+        let wire = [
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 8, 9, 10, 11, 12, 13, 14, 15,
+        ];
+        let Some(Value::Guid(rfc)) = engine_value(&SqlValue::Guid(wire)) else {
+            panic!("not a GUID");
+        };
+        assert_eq!(&rfc[..8], [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        assert_eq!(engine_value(&SqlValue::Raw(vec![1])), None);
+    }
+
+    fn tm_payload(request: u16, rest: &[u8]) -> Vec<u8> {
+        let mut p = request.to_le_bytes().to_vec();
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn transaction_manager_requests_map_to_statements() {
+        let begin = tm_payload(5, &[0x00, 0x00]);
+        assert_eq!(transaction::decode(&begin), Ok(Some("BEGIN TRANSACTION")));
+        let commit = tm_payload(7, &[0x00, 0x00]);
+        assert_eq!(transaction::decode(&commit), Ok(Some("COMMIT TRANSACTION")));
+        let rollback_and_begin = tm_payload(8, &[0x00, 0x01, 0x00, 0x00]);
+        assert_eq!(
+            transaction::decode(&rollback_and_begin),
+            Ok(Some("ROLLBACK TRANSACTION; BEGIN TRANSACTION"))
+        );
+        assert_eq!(transaction::decode(&tm_payload(0, &[])), Ok(None));
+        assert!(transaction::decode(&[0x07]).is_err());
     }
 }

@@ -511,10 +511,10 @@ impl Connection {
                 .await?;
         Ok(opened.map_err(|err| {
             let number = u32::try_from(err.number).unwrap_or(0);
-            vec![
-                login::error_token(number, 1, 11, &err.message),
-                login::done(DoneStatus(DoneStatus::ERROR)),
-            ]
+            // SQL Server: the reason (4060, class 11), then 18456.
+            let mut tokens = vec![login::error_token(number, 1, 11, &err.message)];
+            tokens.extend(login::failure_tokens(&start.username));
+            tokens
         }))
     }
 
@@ -544,7 +544,10 @@ impl Connection {
 
         while let Some(message) = input.next_message().await? {
             match message.packet_type {
-                PacketType::SqlBatch | PacketType::Rpc | PacketType::TransactionManager => {
+                PacketType::SqlBatch
+                | PacketType::Rpc
+                | PacketType::TransactionManager
+                | PacketType::BulkLoad => {
                     self.run_request(message, &mut state, &mut input, &mut output)
                         .await?;
                 }
