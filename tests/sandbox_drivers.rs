@@ -348,6 +348,37 @@ mod protocol {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn tds71_client_gets_dates_as_nvarchar_and_4_byte_done_counts() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::connect(&sandbox).await;
+        let tokens = client
+            .login_at(tdsguard::tds::login7::version::TDS71, PASSWORD)
+            .await;
+        let Some(Token::LoginAck(ack)) = tokens.iter().find(|t| t.name() == "LOGINACK") else {
+            panic!("no LOGINACK");
+        };
+        assert_eq!(ack.tds_version, tdsguard::tds::token::TdsVersion::V7_1);
+        client
+            .query("CREATE TABLE dbo.D71 (d date); INSERT INTO dbo.D71 VALUES ('1984-02-29')")
+            .await;
+        let tokens = client.query("SELECT d FROM dbo.D71").await;
+        let columns = type_infos(&tokens);
+        assert_eq!(columns[0].1[..3], [0xE7, 20, 0], "nvarchar(10)");
+        let Some(Token::Row(row)) = tokens.get(1) else {
+            panic!("no ROW");
+        };
+        let RawValue::Bytes(text) = &row.values[0] else {
+            panic!("NULL date");
+        };
+        let text: Vec<u16> = text
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(String::from_utf16_lossy(&text), "1984-02-29");
+        assert_eq!(tokens.last().map(Token::name), Some("DONE"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn plaintext_is_refused_unless_allowed() {
         let sandbox = TestSandbox::start_with(|o| o.allow_plaintext = false).await;
         let mut client = RawClient::connect(&sandbox).await;

@@ -67,6 +67,9 @@ pub enum WriteStop {
     Disconnected,
     #[error("a token could not be encoded")]
     Encode(#[from] EncodeError),
+    /// The result cannot be sent in the client's TDS version.
+    #[error("the result is not supported at the client's tds version")]
+    Unsupported,
 }
 
 /// Encodes tokens of one response and streams them out as packet payloads.
@@ -541,8 +544,72 @@ struct RpcTail {
 
 /// One result column as the sink encodes it.
 struct Column {
+    /// The type on the wire (see [`client_type`]).
     ty: SqlType,
     type_info: TypeInfo,
+    /// The values are date/time values the client gets as text.
+    as_text: bool,
+    /// The engine's type of the column.
+    source: SqlType,
+}
+
+/// The type a column travels as for a client of `version`. TDS 7.2 and
+/// earlier have no date, time, datetime2 or datetimeoffset types (2.2.5.4.2,
+/// "TDS 7.3"); SQL Server sends them to such clients as nvarchar text.
+pub fn client_type(ty: &SqlType, version: TdsVersion) -> SqlType {
+    if has_date_types(version) {
+        return *ty;
+    }
+    let fraction = |scale: u8| if scale == 0 { 0 } else { 1 + u32::from(scale) };
+    match *ty {
+        SqlType::Date => SqlType::NVarChar(Len::N(10)),
+        SqlType::Time(s) => SqlType::NVarChar(Len::N(8 + fraction(s))),
+        SqlType::DateTime2(s) => SqlType::NVarChar(Len::N(19 + fraction(s))),
+        SqlType::DateTimeOffset(s) => SqlType::NVarChar(Len::N(26 + fraction(s))),
+        other => other,
+    }
+}
+
+fn has_date_types(version: TdsVersion) -> bool {
+    version == TdsVersion::V8_0 || version.0 >= TdsVersion::V7_3A.0
+}
+
+/// A date/time value as the text SQL Server converts it to
+/// (`YYYY-MM-DD hh:mm:ss.fffffff +hh:mm`, fraction digits per scale).
+fn temporal_text(ty: &SqlType, v: &Value) -> Option<String> {
+    let date = |d: &crate::sandbox::engine::types::Date| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+    };
+    let time = |t: &Time, scale: u8| {
+        let mut text = format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second);
+        if scale > 0 {
+            let digits = format!("{:09}", t.nanos);
+            text.push('.');
+            text.push_str(&digits[..usize::from(scale.min(7))]);
+        }
+        text
+    };
+    Some(match (ty, v) {
+        (_, Value::Null) => return None,
+        (SqlType::Date, Value::Date(d)) => date(d),
+        (SqlType::Time(s), Value::Time(t)) => time(t, *s),
+        (SqlType::DateTime2(s), Value::DateTime2(dt)) => {
+            format!("{} {}", date(&dt.date), time(&dt.time, *s))
+        }
+        (
+            SqlType::DateTimeOffset(s),
+            Value::DateTimeOffset {
+                datetime,
+                offset_minutes,
+            },
+        ) => {
+            let sign = if *offset_minutes < 0 { '-' } else { '+' };
+            let off = offset_minutes.unsigned_abs();
+            let local = format!("{} {}", date(&datetime.date), time(&datetime.time, *s));
+            format!("{local} {sign}{:02}:{:02}", off / 60, off % 60)
+        }
+        _ => return None,
+    })
 }
 
 /// The engine's [`ResultSink`], writing tokens through a [`TokenWriter`].
@@ -690,8 +757,10 @@ impl TdsSink {
     fn start_result_set(&mut self, columns: &[ColumnDesc]) -> Result<Token, EncodeError> {
         self.columns.clear();
         let mut data = Vec::with_capacity(columns.len());
+        let version = self.out.context().tds_version;
         for column in columns {
-            let type_info = type_info(&column.ty, column.nullable || column_is_outer(column));
+            let ty = client_type(&column.ty, version);
+            let type_info = type_info(&ty, column.nullable || column_is_outer(column));
             data.push(ColumnData {
                 user_type: 0,
                 flags: column_flags(column),
@@ -701,8 +770,10 @@ impl TdsSink {
                 name: UcsString::from(column.name.as_str()),
             });
             self.columns.push(Column {
-                ty: column.ty,
+                ty,
                 type_info,
+                as_text: ty != column.ty,
+                source: column.ty,
             });
         }
         let meta = ColMetadata {
@@ -745,6 +816,17 @@ impl TdsSink {
             if nbc && matches!(value, Value::Null) {
                 continue;
             }
+            let text;
+            let value = match column.as_text {
+                true => match temporal_text(&column.source, value) {
+                    Some(t) => {
+                        text = Value::String(t);
+                        &text
+                    }
+                    None => value,
+                },
+                false => value,
+            };
             let typed = sql_value(&column.ty, value).ok_or(EncodeError::Inconsistent {
                 structure: "ROW",
                 reason: "engine value does not fit the column type",
@@ -787,6 +869,15 @@ impl TdsSink {
 
 /// Our message number for a value the sandbox could not encode.
 const ENCODE_FAILED: u32 = 40702;
+/// Our message number for a result the client's TDS version cannot carry.
+const UNSUPPORTED_FOR_CLIENT: u32 = 40701;
+
+fn is_max(column: &ColumnDesc) -> bool {
+    matches!(
+        column.ty,
+        SqlType::VarChar(Len::Max) | SqlType::NVarChar(Len::Max) | SqlType::VarBinary(Len::Max)
+    )
+}
 
 /// A NOT NULL column can still come out NULL through an outer join the
 /// engine did not see; only columns of base tables keep the fixed types.
@@ -817,6 +908,14 @@ fn transaction_change(env_type: u8, descriptor: u64, begin: bool) -> Token {
 
 impl ResultSink for TdsSink {
     fn columns(&mut self, columns: &[ColumnDesc]) {
+        if !self.out.context().tds_version.is_7_2_or_later() && columns.iter().any(is_max) {
+            // TODO(tdsguard): send (max) columns as TEXT/NTEXT/IMAGE, as SQL
+            // Server does for TDS 7.1 clients.
+            let text = "The sandbox does not send (max) columns to TDS 7.1 clients.";
+            self.sql_error(UNSUPPORTED_FOR_CLIENT, 1, 16, text, 1);
+            self.stopped = Some(WriteStop::Unsupported);
+            return;
+        }
         match self.start_result_set(columns) {
             Ok(token) => {
                 self.write(&token);
@@ -1148,6 +1247,42 @@ mod tests {
         );
         assert!(sql_value(&SqlType::Int, &Value::String("x".into())).is_none());
         assert!(sql_value(&SqlType::TinyInt, &Value::Int(300)).is_none());
+    }
+
+    #[test]
+    fn date_types_are_text_for_clients_before_7_3() {
+        use crate::sandbox::engine::types::{Date, DateTime};
+        let v71 = TdsVersion::V7_1;
+        assert_eq!(
+            client_type(&SqlType::Date, v71),
+            SqlType::NVarChar(Len::N(10))
+        );
+        assert_eq!(
+            client_type(&SqlType::DateTime2(7), v71),
+            SqlType::NVarChar(Len::N(27))
+        );
+        assert_eq!(client_type(&SqlType::Date, TdsVersion::V7_4), SqlType::Date);
+        let dt = DateTime {
+            date: Date {
+                year: 2024,
+                month: 1,
+                day: 2,
+            },
+            time: Time {
+                hour: 3,
+                minute: 4,
+                second: 5,
+                nanos: 123_456_700,
+            },
+        };
+        let v = Value::DateTimeOffset {
+            datetime: dt,
+            offset_minutes: -90,
+        };
+        let text = temporal_text(&SqlType::DateTimeOffset(3), &v);
+        assert_eq!(text.as_deref(), Some("2024-01-02 03:04:05.123 -01:30"));
+        let text = temporal_text(&SqlType::DateTime2(0), &Value::DateTime2(dt));
+        assert_eq!(text.as_deref(), Some("2024-01-02 03:04:05"));
     }
 
     #[test]

@@ -453,6 +453,8 @@ impl Connection {
     ) -> Result<Option<Session>, SandboxError> {
         let options = &self.shared.options;
         let mut start = SessionStart::from_login(login7, &options.database);
+        // "The maximum network packet size for encrypted connections is
+        // 16,383 bytes" (SQL Server, "network packet size" option).
         if encrypted {
             start.packet_size = start.packet_size.min(tls::MAX_ENCRYPTED_PACKET_SIZE);
         }

@@ -60,10 +60,18 @@ impl RawClient {
         PreLogin::decode(&reply.payload).expect("prelogin decodes")
     }
 
-    /// LOGIN7 for `sa` with `password`; returns the login response tokens.
+    /// LOGIN7 (TDS 7.4) for `sa` with `password`; returns the login
+    /// response tokens.
     pub async fn login(&mut self, password: &str) -> Vec<Token> {
+        self.login_at(login7::version::TDS74, password).await
+    }
+
+    /// LOGIN7 at `tds_version` (see `login7::version`).
+    pub async fn login_at(&mut self, tds_version: u32, password: &str) -> Vec<Token> {
+        // Until LOGINACK the client reads tokens in the version it asked for.
+        self.ctx.tds_version = TdsVersion(tds_version);
         let mut login = Login7::default();
-        login.tds_version = login7::version::TDS74;
+        login.tds_version = tds_version;
         login.packet_size = 4096;
         login.hostname = "test".into();
         login.username = "sa".into();
