@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use rusqlite::InterruptHandle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -451,39 +452,51 @@ impl Connection {
         io: &mut MessageIo<SessionStream>,
         encrypted: bool,
     ) -> Result<Option<Session>, SandboxError> {
-        let options = &self.shared.options;
-        let mut start = SessionStart::from_login(login7, &options.database);
+        let start = self.session_start(login7, encrypted);
+        let mut ctx = TokenContext {
+            tds_version: start.tds_version,
+            ..TokenContext::default()
+        };
+        let (tokens, session) = self.answer_login(login7, start, encrypted).await?;
+        self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
+            .await?;
+        Ok(session)
+    }
+
+    /// Database, version and packet size of a new session.
+    fn session_start(&self, login7: &Login7, encrypted: bool) -> SessionStart {
+        let mut start = SessionStart::from_login(login7, &self.shared.options.database);
         // "The maximum network packet size for encrypted connections is
         // 16,383 bytes" (SQL Server, "network packet size" option).
         if encrypted {
             start.packet_size = start.packet_size.min(tls::MAX_ENCRYPTED_PACKET_SIZE);
         }
-        let mut ctx = TokenContext {
+        start
+    }
+
+    /// The login response, and the session when the client may stay.
+    async fn answer_login(
+        &self,
+        login7: &Login7,
+        mut start: SessionStart,
+        encrypted: bool,
+    ) -> Result<(Vec<Token>, Option<Session>), SandboxError> {
+        let options = &self.shared.options;
+        if let Err(refusal) = login::authenticate(login7, &options.users) {
+            debug!(reason = %refusal, tds.version = login7.version_name(), "login refused");
+            return Ok((login::failure_tokens(&login7.username), None));
+        }
+        let ctx = TokenContext {
             tds_version: start.tds_version,
             ..TokenContext::default()
         };
-
-        if let Err(refusal) = login::authenticate(login7, &options.users) {
-            debug!(reason = %refusal, tds.version = login7.version_name(), "login refused");
-            let tokens = login::failure_tokens(&login7.username);
-            self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-                .await?;
-            return Ok(None);
-        }
-        let state = match self.open_session(&start, ctx.clone()).await? {
+        let state = match self.open_session(&start, ctx).await? {
             Ok(state) => state,
-            Err(tokens) => {
-                self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-                    .await?;
-                return Ok(None);
-            }
+            Err(tokens) => return Ok((tokens, None)),
         };
         start.database = state.database();
         if let Some(route) = &options.routing {
-            let tokens = login::routing_tokens(&start, &route.host, route.port);
-            self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-                .await?;
-            return Ok(None);
+            return Ok((login::routing_tokens(&start, &route.host, route.port), None));
         }
         debug!(
             tds.version = login7.version_name(),
@@ -491,13 +504,12 @@ impl Connection {
             "logged in"
         );
         let tokens = login::success_tokens(&start);
-        self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-            .await?;
-        Ok(Some(Session {
+        let session = Session {
             start,
             encrypted,
             state,
-        }))
+        };
+        Ok((tokens, Some(session)))
     }
 
     /// The engine session of a login, or the tokens refusing the login.
@@ -569,61 +581,83 @@ impl Connection {
         input: &mut MessageIo<ReadHalf<SessionStream>>,
         output: &mut PacketOut<WriteHalf<SessionStream>>,
     ) -> Result<(), SandboxError> {
-        let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
-        let cancel = Arc::new(AtomicBool::new(false));
-        let writer = TokenWriter::new(
-            state.token_context(),
-            output.packet_size,
-            tx,
-            Arc::clone(&cancel),
-        );
-        let interrupt = state.interrupt_handle();
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let cancel = Cancel {
+            flag: Arc::new(AtomicBool::new(false)),
+            interrupt: state.interrupt_handle(),
+        };
+        let ctx = state.token_context();
+        let writer = TokenWriter::new(ctx.clone(), output.packet_size, tx, cancel.flag());
         let job = state
             .start_request(message, writer)
             .ok_or(SandboxError::Protocol("request while the session is busy"))?;
         let engine = tokio::task::spawn_blocking(job);
 
+        let streamed = self.stream_response(rx, input, output, &cancel, &ctx).await;
+        let finished = engine.await?;
+        state.request_done(finished);
+        streamed
+    }
+
+    /// Writes the response as the engine produces it; an attention from the
+    /// client cancels the request and ends the response with DONE(ATTN).
+    async fn stream_response(
+        &self,
+        mut rx: mpsc::Receiver<Outgoing>,
+        input: &mut MessageIo<ReadHalf<SessionStream>>,
+        output: &mut PacketOut<WriteHalf<SessionStream>>,
+        cancel: &Cancel,
+        ctx: &TokenContext,
+    ) -> Result<(), SandboxError> {
         let mut attention = false;
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
                     Some(Outgoing::Payload(p)) => output.packets(&p).await?,
-                    Some(Outgoing::Last(p)) => {
-                        output.finish(p, attention, &state.token_context()).await?;
-                        break;
-                    }
-                    None => break,
+                    Some(Outgoing::Last(p)) => return output.finish(p, attention, ctx).await,
+                    None => return Ok(()),
                 },
                 incoming = input.next_message(), if !attention => {
-                    attention = self.on_message_during_request(incoming?, &cancel)?;
-                    if let Some(handle) = interrupt.as_ref().filter(|_| attention) {
-                        handle.interrupt();
-                    }
+                    expect_attention(incoming?)?;
+                    attention = true;
+                    cancel.fire();
                 }
             }
         }
-        let finished = engine.await?;
-        state.request_done(finished);
-        Ok(())
+    }
+}
+
+/// A message that arrived while a request ran: only an attention is legal
+/// without MARS.
+fn expect_attention(incoming: Option<Message>) -> Result<(), SandboxError> {
+    match incoming {
+        Some(m) if m.packet_type == PacketType::Attention => {
+            debug!("attention");
+            Ok(())
+        }
+        Some(_) => Err(SandboxError::Protocol(
+            "request while another runs (no MARS)",
+        )),
+        None => Err(SandboxError::Protocol("client left during a request")),
+    }
+}
+
+/// How an attention stops a running request: the flag the token writer
+/// checks, and an interrupt of the running SQLite statement.
+struct Cancel {
+    flag: Arc<AtomicBool>,
+    interrupt: Option<InterruptHandle>,
+}
+
+impl Cancel {
+    fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.flag)
     }
 
-    /// A message that arrived while a request ran: only an attention is
-    /// legal without MARS.
-    fn on_message_during_request(
-        &self,
-        incoming: Option<Message>,
-        cancel: &AtomicBool,
-    ) -> Result<bool, SandboxError> {
-        match incoming {
-            Some(m) if m.packet_type == PacketType::Attention => {
-                debug!("attention");
-                cancel.store(true, Ordering::Relaxed);
-                Ok(true)
-            }
-            Some(_) => Err(SandboxError::Protocol(
-                "request while another runs (no MARS)",
-            )),
-            None => Err(SandboxError::Protocol("client left during a request")),
+    fn fire(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        if let Some(handle) = &self.interrupt {
+            handle.interrupt();
         }
     }
 }
