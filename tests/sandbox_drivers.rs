@@ -115,6 +115,11 @@ async fn python_scenario(driver: &str, encrypt: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn pytds_plaintext() {
+    python_scenario("pytds", "none").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn pytds_login_only_tls() {
     python_scenario("pytds", "off").await;
 }
