@@ -603,6 +603,40 @@ mod protocol {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn sp_describe_undeclared_parameters_suggests_the_column_type() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::logged_in(&sandbox).await;
+        client
+            .query("CREATE TABLE dbo.U (id int, ssn char(11))")
+            .await;
+        let mut call = RpcCall::new(
+            ProcName::Name("sp_describe_undeclared_parameters".into()),
+            0,
+        );
+        call.params
+            .push(nvarchar("@tsql", "SELECT id FROM dbo.U WHERE ssn = @p1"));
+        let tokens = client.rpc(call).await;
+        let columns = type_infos(&tokens);
+        assert_eq!(columns.len(), 24);
+        assert_eq!(columns[0].0, "parameter_ordinal");
+        assert_eq!(columns[23].0, "suggested_tds_length");
+        let rows: Vec<&Token> = tokens
+            .iter()
+            .filter(|t| t.name().ends_with("ROW"))
+            .collect();
+        assert_eq!(rows.len(), 1);
+        let Token::Row(row) = rows[0] else {
+            panic!("not a row");
+        };
+        // suggested_system_type_id: char is 175.
+        let RawValue::Bytes(id) = &row.values[2] else {
+            panic!("NULL type id");
+        };
+        assert_eq!(i32::from_le_bytes([id[0], id[1], id[2], id[3]]), 175);
+        assert_eq!(tokens.last().map(Token::name), Some("DONEPROC"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn sp_describe_first_result_set_has_the_documented_shape() {
         let sandbox = TestSandbox::start().await;
         let mut client = RawClient::logged_in(&sandbox).await;
