@@ -384,6 +384,44 @@ mod protocol {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn tds71_client_gets_max_columns_as_ntext_text_image() {
+        let sandbox = TestSandbox::start().await;
+        let mut client = RawClient::connect(&sandbox).await;
+        client
+            .login_at(tdsguard::tds::login7::version::TDS71, PASSWORD)
+            .await;
+        client
+            .query(
+                "CREATE TABLE dbo.L (n nvarchar(max), t varchar(max), b varbinary(max)); \
+                 INSERT INTO dbo.L VALUES (N'Zoë', 'abc', 0x0102), (NULL, NULL, NULL)",
+            )
+            .await;
+        let tokens = client.query("SELECT n, t, b FROM dbo.L").await;
+        let types: Vec<u8> = type_infos(&tokens).iter().map(|c| c.1[0]).collect();
+        assert_eq!(types, [0x63, 0x23, 0x22], "NTEXT, TEXT, IMAGE");
+        let rows: Vec<&Token> = tokens.iter().filter(|t| t.name() == "ROW").collect();
+        let Token::Row(first) = rows[0] else {
+            panic!("no row");
+        };
+        let data: Vec<Vec<u8>> = first
+            .values
+            .iter()
+            .map(|v| match v {
+                RawValue::Text { data, .. } => data.clone(),
+                other => panic!("not a text value: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            data,
+            [vec![0x5A, 0, 0x6F, 0, 0xEB, 0], b"abc".to_vec(), vec![1, 2]]
+        );
+        let Token::Row(second) = rows[1] else {
+            panic!("no second row");
+        };
+        assert!(second.values.iter().all(|v| *v == RawValue::Null));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn plaintext_is_refused_unless_allowed() {
         let sandbox = TestSandbox::start_with(|o| o.allow_plaintext = false).await;
         let mut client = RawClient::connect(&sandbox).await;
