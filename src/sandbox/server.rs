@@ -333,7 +333,7 @@ type SessionStream = Transport<Replay<TcpStream>>;
 /// ```text
 ///            first bytes
 ///   ┌───────────┼──────────────────────────┬──────────────────────┐
-///   │ 0x12      │ 0x16 + ALPN tds/8.0      │ 0x10 (no PRELOGIN)   │ other
+///   │ 0x12      │ 0x16 (ALPN tds/8.0)      │ 0x10 (no PRELOGIN)   │ other
 ///   v           v                          v                      v
 /// PRELOGIN   TLS handshake (strict)     LOGIN7, plaintext       close
 ///   │           │ then PRELOGIN inside     (allow_plaintext only)
@@ -341,13 +341,13 @@ type SessionStream = Transport<Replay<TcpStream>>;
 ///   ├─ client OFF ───> TLS in 0x12 packets ─> LOGIN7 over TLS ─> drop TLS
 ///   ├─ client ON/REQ ─> TLS in 0x12 packets ─> LOGIN7 over TLS ─> keep TLS
 ///   ├─ client NOT_SUP, plaintext allowed ────> LOGIN7 in clear
-///   └─ client NOT_SUP, refused ──────────────> close
+///   └─ client NOT_SUP, refused ──────────────> answer REQ, close
 ///                            │
 ///                         LOGIN7 ── bad credentials ──> ERROR 18456, DONE, close
 ///                            │ ok (routing set: ENVCHANGE 20, close)
 ///                            v
 ///                       LOGGED IN <───────────────────────────────┐
-///                            │ SQLBatch / RPC                      │
+///                            │ SQLBatch / RPC / TM request         │
 ///                            v                                     │
 ///                        REQUEST ── engine streams tokens ─────────┤
 ///                            │ Attention                           │
@@ -377,9 +377,9 @@ impl Connection {
         debug!(first = ?first, "first bytes");
         let stream = match first {
             FirstPacket::Prelogin => self.prelogin(replay).await?,
-            FirstPacket::TlsClientHello {
-                offers_tds_80: true,
-            } => self.strict(replay).await?,
+            // TLS first is TDS 8.0 strict; clients offer ALPN tds/8.0, and a
+            // ClientHello without it is served the same way.
+            FirstPacket::TlsClientHello { .. } => self.strict(replay).await?,
             FirstPacket::Login7 if self.shared.options.allow_plaintext => {
                 Some((Transport::plain(replay), false))
             }
