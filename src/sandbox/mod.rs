@@ -4,3 +4,9 @@
 //! streams typed result sets to a sink.
 
 pub mod engine;
+pub mod login;
+pub mod results;
+pub mod rpc;
+pub mod server;
+
+pub use server::{RoutingTarget, Sandbox, SandboxError, SandboxHandle, SandboxOptions, TlsSource};
