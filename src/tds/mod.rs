@@ -3,7 +3,10 @@
 //! no tokio, and nothing logged above trace.
 
 pub mod error;
+pub mod packet;
+pub mod prelogin;
 pub mod reader;
+pub mod types;
 
 pub use error::{DecodeError, EncodeError};
 pub use reader::Reader;
