@@ -71,6 +71,14 @@ pub enum EncodeError {
         limit: usize,
     },
 
+    /// Parts of a structure disagree (e.g. a row with more values than its
+    /// COLMETADATA has columns).
+    #[error("{structure}: {reason}")]
+    Inconsistent {
+        structure: &'static str,
+        reason: &'static str,
+    },
+
     /// A value does not match the type it is written as.
     #[error("{structure}: value does not match type {type_name}")]
     TypeMismatch {

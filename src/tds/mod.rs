@@ -6,6 +6,7 @@ pub mod error;
 pub mod packet;
 pub mod prelogin;
 pub mod reader;
+pub mod token;
 pub mod types;
 
 pub use error::{DecodeError, EncodeError};
