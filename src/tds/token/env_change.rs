@@ -64,7 +64,12 @@ pub enum EnvChange {
     /// Type 15: L_VARBYTE DTC token, B_VARBYTE old value.
     PromoteTransaction { new: Vec<u8>, old: Vec<u8> },
     /// Type 20: US_VARBYTE routing data, US_VARBYTE old value (empty).
-    Routing { routing: Routing, old: Vec<u8> },
+    /// `old` is `None` when the sender left the old value out entirely, as
+    /// some hand-built streams do; it is re-encoded the same way.
+    Routing {
+        routing: Routing,
+        old: Option<Vec<u8>>,
+    },
     /// A type MS-TDS does not define: the bytes after the type byte.
     Other { env_type: u8, body: Vec<u8> },
 }
@@ -113,7 +118,10 @@ impl EnvChange {
             server: read_us_varchar(&mut data)?,
         };
         data.finish()?;
-        let old = read_us_varbyte(r)?;
+        let old = match r.is_empty() {
+            true => None,
+            false => Some(read_us_varbyte(r)?),
+        };
         Ok(EnvChange::Routing { routing, old })
     }
 
@@ -145,7 +153,10 @@ impl EnvChange {
                 data.extend_from_slice(&routing.port.to_le_bytes());
                 write_us_varchar(&routing.server, S, &mut data)?;
                 write_us_varbyte(&data, S, out)?;
-                write_us_varbyte(old, S, out)
+                match old {
+                    Some(old) => write_us_varbyte(old, S, out),
+                    None => Ok(()),
+                }
             }
             EnvChange::Other { body, .. } => {
                 out.extend_from_slice(body);
@@ -282,11 +293,17 @@ mod tests {
                 port: 11001,
                 server: "w.example".into(),
             },
-            old: Vec::new(),
+            old: Some(Vec::new()),
         };
         let bytes = encode_round_trip(&Token::EnvChange(change.clone()), &ctx());
         assert_eq!(&bytes[3..6], &[ENV_ROUTING, 23, 0]);
         assert_eq!(change.routing().map(|r| r.port), Some(11001));
+        // Without the old value (r2dbc-mssql's hand-built vector).
+        let bytes = [ENVCHANGE, 8, 0, ENV_ROUTING, 5, 0, 0, 0x39, 0x30, 0, 0];
+        let Token::EnvChange(c) = round_trip(&bytes, &ctx()) else {
+            panic!()
+        };
+        assert_eq!(c.routing().map(|r| r.port), Some(12345));
     }
 
     #[test]

@@ -200,7 +200,8 @@ pub enum Token {
     LoginAck(LoginAck),
     Order(Order),
     ReturnStatus(ReturnStatus),
-    ReturnValue(ReturnValue),
+    /// Boxed: the largest token by far.
+    ReturnValue(Box<ReturnValue>),
     /// ROW or NBCROW, decoded against the current COLMETADATA.
     Row(Row),
     SessionState(SessionState),
@@ -226,7 +227,7 @@ impl Token {
             LOGINACK => Token::LoginAck(LoginAck::decode_body(r)?),
             ORDER => Token::Order(Order::decode_body(r)?),
             RETURNSTATUS => Token::ReturnStatus(ReturnStatus::decode_body(r)?),
-            RETURNVALUE => Token::ReturnValue(ReturnValue::decode_body(r, ctx)?),
+            RETURNVALUE => Token::ReturnValue(Box::new(ReturnValue::decode_body(r, ctx)?)),
             ROW | NBCROW => Token::Row(Row::decode_body(ty, r, ctx)?),
             SESSIONSTATE => Token::SessionState(SessionState::decode_body(r)?),
             SSPI => Token::Sspi(Sspi::decode_body(r)?),

@@ -158,12 +158,18 @@ mod tests {
                 chunks: vec![2],
             },
         };
-        encode_round_trip(&Token::ReturnValue(rv.clone()), &TokenContext::default());
+        encode_round_trip(
+            &Token::ReturnValue(Box::new(rv.clone())),
+            &TokenContext::default(),
+        );
         let null = ReturnValue {
             value: RawValue::Null,
             type_info: type_info(INTN4),
             ..rv
         };
-        encode_round_trip(&Token::ReturnValue(null), &TokenContext::default());
+        encode_round_trip(
+            &Token::ReturnValue(Box::new(null)),
+            &TokenContext::default(),
+        );
     }
 }

@@ -17,10 +17,12 @@
 //! - [`decode_value`] / [`encode_value`] convert to and from [`SqlValue`].
 
 pub mod collation;
+pub mod datetime;
 pub mod framing;
 pub mod plp;
 pub mod tvp;
 pub mod type_info;
+pub mod value;
 
 pub use collation::{CharEncoding, Collation};
 pub use framing::{decode_value_raw, decode_value_raw_in, encode_null, RawValue, ValueFraming};
@@ -30,6 +32,7 @@ pub use type_info::{
     DecimalType, FixedType, LegacyVarLenType, LongType, NullableType, TableName, TypeContext,
     TypeInfo, UdtInfo, VarLenType, XmlSchema,
 };
+pub use value::{decode_value, encode_value, encode_value_in, SqlValue};
 
 use crate::tds::{DecodeError, EncodeError, Reader};
 
