@@ -1,0 +1,3 @@
+//! The embedded stand-in server: TDS in front of SQLite.
+
+pub mod login;
