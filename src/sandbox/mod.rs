@@ -1,3 +1,4 @@
 //! The embedded stand-in server: TDS in front of SQLite.
 
+pub mod engine;
 pub mod login;
