@@ -89,6 +89,19 @@ pub enum RelayError {
     #[error("timed out connecting to the server at {addr}")]
     ConnectTimeout { addr: String },
 
+    #[error("TLS with the {leg} failed")]
+    Tls {
+        leg: Leg,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+
+    #[error("the server does not support encryption; tdsguard never sends plaintext upstream")]
+    ServerRefusedEncryption,
+
+    #[error("the server redirected to an unsupported protocol {protocol}")]
+    BadRouting { protocol: u8 },
+
     #[error("the server kept redirecting: more than {max} routing redirects")]
     TooManyRedirects { max: u8 },
 
@@ -116,6 +129,13 @@ pub enum RelayError {
     #[error("rewriting a message failed")]
     Rewrite(#[from] RewriteError),
 
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("tdsguard is shutting down")]
     ShuttingDown,
 }
@@ -129,7 +149,10 @@ impl RelayError {
             | RelayError::Decode { leg, .. }
             | RelayError::UnexpectedPacket { leg, .. }
             | RelayError::HandshakeTimeout { leg } => (*leg).into(),
+            RelayError::Tls { source, .. } => tls_fault(source.fault()),
             RelayError::Connect { .. }
+            | RelayError::ServerRefusedEncryption
+            | RelayError::BadRouting { .. }
             | RelayError::ConnectTimeout { .. }
             | RelayError::TooManyRedirects { .. }
             | RelayError::NoLoginAck
@@ -138,9 +161,10 @@ impl RelayError {
             | RelayError::PreTds7Login
             | RelayError::EncryptionRequired
             | RelayError::EncryptionRefused => Fault::Client,
-            RelayError::Encode(_) | RelayError::Rewrite(_) | RelayError::ShuttingDown => {
-                Fault::Proxy
-            }
+            RelayError::Encode(_)
+            | RelayError::Rewrite(_)
+            | RelayError::Bind { .. }
+            | RelayError::ShuttingDown => Fault::Proxy,
         }
     }
 
@@ -159,8 +183,20 @@ impl RelayError {
         }
     }
 
+    pub(crate) fn tls(leg: Leg) -> impl FnOnce(crate::tls::TlsError) -> RelayError {
+        move |source| RelayError::Tls { leg, source }
+    }
+
     pub(crate) fn decode(leg: Leg) -> impl FnOnce(DecodeError) -> RelayError {
         move |source| RelayError::Decode { leg, source }
+    }
+}
+
+fn tls_fault(fault: crate::tls::Fault) -> Fault {
+    match fault {
+        crate::tls::Fault::Client => Fault::Client,
+        crate::tls::Fault::Server => Fault::Server,
+        crate::tls::Fault::Proxy => Fault::Proxy,
     }
 }
 

@@ -14,10 +14,12 @@
 //!   (bounded by the assembler's cap) and offered to
 //!   [`RequestRewriter::rewrite_request`]. A replacement payload is
 //!   re-packetised at the upstream packet size.
-//! - A response rewriter sees each server packet of a response in order. It
-//!   either forwards the packet as it came or emits payload bytes of its own;
-//!   emitted bytes are re-packetised at the client's packet size, and the
-//!   message ends where the server's message ended.
+//! - Every server message runs through the codec's streaming token reader
+//!   (rows as raw pieces unless a rewriter asks for them whole). A response
+//!   rewriter decides per message whether to intercept it; if not, its
+//!   packets are forwarded as they came. If so, it sees each item and
+//!   forwards or replaces its bytes; the result is re-packetised at the
+//!   client's packet size and ends where the server's message ended.
 //! - After an attention the server may cut a result anywhere; the response
 //!   rewriter is told, and must cope with a result set that never ends.
 //! - RESETCONNECTION drops per-session state (prepared handles, metadata).
@@ -25,7 +27,9 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::tds::packet::{Message, Packet, PacketHeader};
+use crate::tds::packet::{Message, PacketHeader};
+use crate::tds::stream::{Item, RowMode};
+use crate::tds::token::ColMetadata;
 
 /// A rewriter refused or failed to rewrite a message. The relay ends the
 /// connection; the message says why without quoting values.
@@ -53,13 +57,13 @@ pub enum Rewritten {
     Replaced(Bytes),
 }
 
-/// The outcome of offering a server packet to the response rewriter.
+/// What to send for one server item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseAction {
-    /// Forward the packet as it came.
+    /// The item's bytes as they came.
     Forward,
-    /// Send these payload bytes instead (possibly none yet: held back).
-    Emit(Bytes),
+    /// These bytes instead (possibly none: the item is dropped or held).
+    Replace(Bytes),
 }
 
 /// Facts about the session a rewriter may need.
@@ -96,19 +100,33 @@ pub trait RequestRewriter: Send {
 
 /// Server-to-client hook.
 pub trait ResponseRewriter: Send {
-    /// Called with every packet of every response after login.
-    fn on_packet(
+    /// Called at the start of each server message: whether to see its items
+    /// and have them re-emitted, rather than its packets forwarded as they
+    /// came.
+    fn intercept(&mut self, _session: &SessionInfo) -> bool {
+        false
+    }
+
+    /// While intercepting, after each COLMETADATA: how the following rows
+    /// are handed over (whole and decoded, or as raw pieces).
+    fn row_mode(&mut self, _metadata: &ColMetadata) -> RowMode {
+        RowMode::Pieces
+    }
+
+    /// While intercepting: each token, row piece or row end, in order.
+    fn on_item(
         &mut self,
-        _packet: &Packet,
+        _item: &Item,
         _session: &SessionInfo,
     ) -> Result<ResponseAction, RewriteError> {
         Ok(ResponseAction::Forward)
     }
 
-    /// An attention went upstream: the current response may end early.
+    /// An attention went upstream: the current response may end early, in
+    /// the middle of a result set.
     fn on_attention(&mut self) {}
 
-    /// The session was reset (see [`RequestRewriter::on_reset`]).
+    /// The server acknowledged a session reset (ENVCHANGE type 18).
     fn on_reset(&mut self) {}
 }
 

@@ -53,6 +53,14 @@ impl<R: AsyncRead + Unpin> PacketRead<R> {
         }
     }
 
+    /// A reader that first returns packets from `pending`, bytes read from
+    /// `inner` earlier by another reader.
+    pub fn with_pending(inner: R, pending: &[u8], leg: Leg) -> Self {
+        let mut reader = PacketRead::new(inner, leg);
+        reader.packets.feed(pending);
+        reader
+    }
+
     /// Like [`next`](Self::next), but a close is an error naming `during`.
     pub async fn expect(&mut self, during: &'static str) -> Result<Packet, RelayError> {
         self.next().await?.ok_or(RelayError::Closed {
@@ -87,6 +95,11 @@ impl<R: AsyncRead + Unpin> PacketRead<R> {
         self.packets.buffered()
     }
 
+    /// Bytes read but not yet returned, without consuming them.
+    pub fn peek_pending(&self) -> &[u8] {
+        self.packets.pending()
+    }
+
     /// The stream and any bytes read past the last packet returned, for a
     /// leg whose transport changes (TLS starts or stops).
     pub fn into_parts(mut self) -> (R, Bytes) {
@@ -96,6 +109,34 @@ impl<R: AsyncRead + Unpin> PacketRead<R> {
 
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
+    }
+}
+
+/// Reads the packets of one whole message, at most `max_len` bytes of them.
+pub async fn read_message_packets<R: AsyncRead + Unpin>(
+    reader: &mut PacketRead<R>,
+    max_len: usize,
+) -> Result<Vec<Packet>, RelayError> {
+    let mut packets = Vec::new();
+    let mut total = 0;
+    loop {
+        let packet = reader.expect("in the middle of a message").await?;
+        total += packet.raw.len();
+        if total > max_len {
+            return Err(RelayError::Decode {
+                leg: reader.leg,
+                source: crate::tds::DecodeError::TooLarge {
+                    structure: "message",
+                    length: total,
+                    limit: max_len,
+                },
+            });
+        }
+        let eom = packet.header.is_eom();
+        packets.push(packet);
+        if eom {
+            return Ok(packets);
+        }
     }
 }
 

@@ -10,11 +10,18 @@
 //! - [`hook`]: where column encryption rewrites messages.
 
 pub mod attention;
+pub mod client_handshake;
+pub mod connection;
 pub mod error;
 pub mod hook;
 pub mod io;
+pub mod listener;
+pub mod login;
 pub mod pump;
+pub mod redirect;
 pub mod reply;
+pub mod upstream;
 
 pub use error::{Fault, Leg, RelayError};
 pub use hook::{PassThrough, RequestRewriter, ResponseRewriter, RewriterFactory};
+pub use listener::{Listener, Upstream};

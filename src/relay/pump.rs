@@ -7,13 +7,13 @@
 //! after its last packet, never inside it. RESETCONNECTION is reported to
 //! both rewriters.
 //!
-//! Server to client: every packet goes through the response tracker (to see
-//! DONE(ATTN)) and the response rewriter, then out at the client's packet
-//! size. After an attention the server must acknowledge within the cancel
+//! Server to client: every packet goes through the codec's streaming token
+//! reader (rows as raw pieces, so a result of any size streams in constant
+//! memory), which yields DONE(ATTN) and the reset acknowledgement; packets
+//! are forwarded as they came unless the response rewriter intercepts the
+//! message. After an attention the server must acknowledge within the cancel
 //! timeout, or both legs are closed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::trace;
 
-use crate::relay::attention::{AttentionSignal, ResponseTracker};
+use crate::relay::attention::AttentionSignal;
 use crate::relay::error::{Leg, RelayError};
 use crate::relay::hook::{
     RequestInterest, RequestRewriter, ResponseAction, ResponseRewriter, Rewritten, SessionInfo,
@@ -32,6 +32,8 @@ use crate::tds::packet::{
     encode_message, encode_message_with_spid, Assembled, MessageAssembler, Packet, PacketHeader,
     PacketType, HEADER_LEN,
 };
+use crate::tds::stream::{Item, RowMode, Signal, TokenReader};
+use crate::tds::token::{Token, TokenContext};
 
 /// What both directions share.
 #[derive(Clone)]
@@ -39,10 +41,6 @@ pub struct Shared {
     pub session: SessionInfo,
     pub attention: AttentionSignal,
     pub cancel_timeout: Duration,
-    /// Set by the client direction when a request asks for a session reset;
-    /// taken by the server direction.
-    pub reset: Arc<AtomicBool>,
-    pub tds_7_2_or_later: bool,
 }
 
 /// Runs both directions until one ends; the connection then closes.
@@ -51,6 +49,7 @@ pub async fn run<CR, CW, SR, SW>(
     server: (PacketRead<SR>, PacketWrite<SW>),
     rewriters: (Box<dyn RequestRewriter>, Box<dyn ResponseRewriter>),
     shared: Shared,
+    context: TokenContext,
 ) -> Result<(), RelayError>
 where
     CR: AsyncRead + Unpin,
@@ -61,7 +60,7 @@ where
     let (client_rd, client_wr) = client;
     let (server_rd, server_wr) = server;
     let mut up = Upward::new(client_rd, server_wr, rewriters.0, shared.clone());
-    let mut down = Downward::new(server_rd, client_wr, rewriters.1, shared);
+    let mut down = Downward::new(server_rd, client_wr, rewriters.1, shared, context);
     tokio::select! {
         result = up.run() => result,
         result = down.run() => result,
@@ -149,7 +148,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
         if header.reset_flags() != 0 {
             trace!(reset = header.reset_flags(), "session reset requested");
             self.rewriter.on_reset();
-            self.shared.reset.store(true, Ordering::Release);
         }
         self.current = Some(self.rewriter.interest(header));
         Ok(())
@@ -246,12 +244,14 @@ struct Downward<R, W> {
     client: PacketWrite<W>,
     rewriter: Box<dyn ResponseRewriter>,
     shared: Shared,
-    tracker: ResponseTracker,
+    tokens: TokenReader,
     attention: watch::Receiver<Option<Instant>>,
-    /// Payload emitted by the rewriter, not yet sent.
+    /// Bytes of an intercepted message not yet sent.
     emitted: BytesMut,
-    /// Whether the current server message has started.
+    /// Whether a server message has started and not ended.
     in_message: bool,
+    /// Whether the current message is intercepted by the rewriter.
+    intercepting: bool,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
@@ -260,17 +260,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
         client: PacketWrite<W>,
         rewriter: Box<dyn ResponseRewriter>,
         shared: Shared,
+        context: TokenContext,
     ) -> Self {
         let attention = shared.attention.subscribe();
+        let mut tokens = TokenReader::new(context);
+        tokens.set_row_mode(RowMode::Pieces);
         Downward {
-            tracker: ResponseTracker::new(shared.tds_7_2_or_later),
             server,
             client,
             rewriter,
             shared,
+            tokens,
             attention,
             emitted: BytesMut::new(),
             in_message: false,
+            intercepting: false,
         }
     }
 
@@ -332,12 +336,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
             });
         }
         self.start_of_message();
-        let action = self.rewriter.on_packet(&packet, &self.shared.session)?;
-        match action {
-            ResponseAction::Forward => self.forward(&packet).await?,
-            ResponseAction::Emit(bytes) => self.emit(&packet.header, bytes).await?,
+        self.tokens.handle_bytes(&packet.payload());
+        self.drain_items()?;
+
+        if self.intercepting {
+            self.send_emitted(&packet.header).await?;
+        } else {
+            self.forward(&packet).await?;
         }
-        self.end_of_packet(&packet);
+        if packet.header.is_eom() {
+            self.end_of_message()?;
+        }
         Ok(())
     }
 
@@ -346,51 +355,97 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
             return;
         }
         self.in_message = true;
-        if self.shared.reset.swap(false, Ordering::AcqRel) {
-            self.rewriter.on_reset();
+        self.intercepting = self.rewriter.intercept(&self.shared.session);
+        if !self.intercepting {
+            self.tokens.set_row_mode(RowMode::Pieces);
         }
     }
 
-    fn end_of_packet(&mut self, packet: &Packet) {
-        let Some(end) = self.tracker.observe(packet) else {
-            return;
-        };
+    fn end_of_message(&mut self) -> Result<(), RelayError> {
         self.in_message = false;
-        if end.attention_ack {
-            trace!("attention acknowledged");
-            self.shared.attention.acknowledged();
+        if self.tokens.is_idle() {
+            return Ok(());
         }
+        Err(RelayError::Decode {
+            leg: Leg::Server,
+            source: crate::tds::DecodeError::Malformed {
+                structure: "server message",
+                reason: "the message ends inside a token",
+            },
+        })
+    }
+
+    /// Runs every complete item through the signals and, when
+    /// intercepting, the rewriter.
+    fn drain_items(&mut self) -> Result<(), RelayError> {
+        while let Some(item) = self
+            .tokens
+            .poll_item()
+            .map_err(RelayError::decode(Leg::Server))?
+        {
+            self.observe(&item);
+            if self.intercepting {
+                self.rewrite_item(&item)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, item: &Item) {
+        match item.signal() {
+            Some(Signal::Done {
+                attention: true, ..
+            }) => {
+                trace!("attention acknowledged");
+                self.shared.attention.acknowledged();
+            }
+            Some(Signal::ResetAck) => {
+                trace!("session reset acknowledged");
+                self.rewriter.on_reset();
+            }
+            _ => {}
+        }
+    }
+
+    fn rewrite_item(&mut self, item: &Item) -> Result<(), RelayError> {
+        if let Some(Token::ColMetadata(metadata)) = item.token() {
+            let mode = self.rewriter.row_mode(metadata);
+            self.tokens.set_row_mode(mode);
+        }
+        match self.rewriter.on_item(item, &self.shared.session)? {
+            ResponseAction::Forward => {
+                if let Some(raw) = item.raw() {
+                    self.emitted.extend_from_slice(raw);
+                }
+            }
+            ResponseAction::Replace(bytes) => self.emitted.extend_from_slice(&bytes),
+        }
+        Ok(())
     }
 
     async fn forward(&mut self, packet: &Packet) -> Result<(), RelayError> {
-        if !self.emitted.is_empty() {
-            self.send_emitted(&packet.header, false).await?;
-        }
         for piece in fit_packet(packet, self.shared.session.client_packet_size) {
             self.client.send(&piece).await?;
         }
         Ok(())
     }
 
-    async fn emit(&mut self, header: &PacketHeader, bytes: Bytes) -> Result<(), RelayError> {
-        self.emitted.extend_from_slice(&bytes);
+    /// Sends the intercepted bytes in whole packets; at the end of the
+    /// server's message, the rest with EOM.
+    async fn send_emitted(&mut self, header: &PacketHeader) -> Result<(), RelayError> {
         let chunk = self.shared.session.client_packet_size - HEADER_LEN;
         while self.emitted.len() > chunk {
             let part = self.emitted.split_to(chunk);
             self.send_payload(header, &part, false).await?;
         }
         if header.is_eom() {
-            self.send_emitted(header, true).await?;
+            let part = self.emitted.split();
+            self.send_payload(header, &part, true).await?;
         }
         Ok(())
     }
 
-    async fn send_emitted(&mut self, header: &PacketHeader, eom: bool) -> Result<(), RelayError> {
-        let part = self.emitted.split();
-        self.send_payload(header, &part, eom).await
-    }
-
-    /// Sends one packet of emitted payload, with the server's SPID.
+    /// Sends one packet of re-emitted payload, with the server's SPID.
     async fn send_payload(
         &mut self,
         header: &PacketHeader,
@@ -398,9 +453,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
         eom: bool,
     ) -> Result<(), RelayError> {
         let mut out = BytesMut::new();
-        let size = payload.len() + HEADER_LEN;
+        let size = (payload.len() + HEADER_LEN).max(HEADER_LEN + 1);
         let ty = PacketType::TabularResult;
-        encode_message_with_spid(ty, 0, header.spid, payload, size.max(HEADER_LEN + 1), &mut out)?;
+        encode_message_with_spid(ty, 0, header.spid, payload, size, &mut out)?;
         if !eom {
             clear_eom(&mut out);
         }
