@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod check;
+pub mod dump;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;

@@ -565,6 +565,16 @@ mod tests {
         assert_eq!(text(&call.params[1]), "@P0 nvarchar(4000),@P1 int");
         assert_eq!(text(&call.params[3]), "zzz");
         assert_eq!(call.params.len(), 5);
+
+        // The declaration string names the types the parameters carry.
+        let declared: Vec<_> = call.params[3..]
+            .iter()
+            .map(|p| p.type_info.declaration())
+            .collect();
+        assert_eq!(
+            declared,
+            [Some("nvarchar(4000)".into()), Some("int".into())]
+        );
     }
 
     #[test]
@@ -759,5 +769,97 @@ mod tests {
         let req = decode_ok(&rpc_messages(CAPTURES[0])[0]);
         let debug = format!("{req:?}");
         assert!(!debug.contains("zzz") && !debug.contains("test_table"));
+    }
+
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::all_headers::Header;
+        use crate::tds::types::testing::{arb_name, arb_type_info, arb_typed};
+
+        fn arb_param() -> impl Strategy<Value = RpcParam> {
+            let typed = (arb_name(), 0u8..=3, arb_typed())
+                .prop_map(|(name, status, (ti, v))| RpcParam::new(name, status, ti, &v).unwrap());
+            // TVPs and other raw-only types: NULL values.
+            let null = (arb_name(), arb_type_info(TypeContext::Rpc))
+                .prop_filter("nullable", |(_, ti)| !matches!(ti, TypeInfo::Fixed(_)))
+                .prop_map(|(name, ti)| RpcParam::new(name, 0, ti, &SqlValue::Null).unwrap());
+            prop_oneof![4 => typed, 1 => null]
+        }
+
+        fn arb_proc() -> impl Strategy<Value = ProcName> {
+            prop_oneof![
+                (1u16..=15).prop_map(ProcName::Id),
+                "[a-z_.]{1,20}".prop_map(ProcName::Name),
+            ]
+        }
+
+        fn arb_request() -> impl Strategy<Value = RpcRequest> {
+            let headers =
+                proptest::option::of((any::<u64>(), any::<u32>()).prop_map(|(d, n)| AllHeaders {
+                    headers: vec![Header::TransactionDescriptor {
+                        descriptor: d,
+                        outstanding_requests: n,
+                    }],
+                }));
+            let call = (arb_proc(), any::<u16>(), vec(arb_param(), 0..5)).prop_map(
+                |(p, flags, params)| RpcCall {
+                    params,
+                    ..RpcCall::new(p, flags)
+                },
+            );
+            (headers, vec(call, 1..4), any::<bool>(), any::<u8>()).prop_map(
+                |(all_headers, mut calls, trailing, pick)| {
+                    let flags = match all_headers {
+                        Some(_) => [BATCH_FLAG, NO_EXEC_FLAG, BATCH_FLAG],
+                        None => [BATCH_FLAG_PRE_72, BATCH_FLAG, NO_EXEC_FLAG],
+                    };
+                    let last = calls.len() - 1;
+                    for (i, c) in calls.iter_mut().enumerate() {
+                        let flag = flags[(usize::from(pick) + i) % 3];
+                        c.separator = (i < last || trailing).then_some(flag);
+                    }
+                    RpcRequest { all_headers, calls }
+                },
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn encode_decode_encode_identity(req in arb_request()) {
+                let bytes = req.to_bytes().unwrap();
+                let decoded = RpcRequest::decode(&bytes).unwrap();
+                prop_assert_eq!(&decoded, &req);
+                prop_assert_eq!(decoded.to_bytes().unwrap(), bytes);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
+                if let Ok(req) = RpcRequest::decode(&bytes) {
+                    prop_assert_eq!(req.to_bytes().unwrap(), bytes);
+                }
+            }
+
+            #[test]
+            fn mutated_captures_never_panic(
+                index in 0usize..16,
+                flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            ) {
+                let rpcs = all_rpcs();
+                let mut bytes = rpcs[index].1.clone();
+                for (at, b) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = b;
+                }
+                if let Ok(req) = RpcRequest::decode(&bytes) {
+                    prop_assert_eq!(req.to_bytes().unwrap(), bytes);
+                    for p in req.calls.iter().flat_map(|c| &c.params) {
+                        let _ = p.value();
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,22 +6,25 @@
 //! Cost is linear in the input. The reader never restarts a token when more
 //! bytes arrive: tokens with a length prefix (or a fixed size) are decoded
 //! once, when all of them is buffered; FEATUREEXTACK is walked entry by
-//! entry; COLMETADATA column by column; ROW, NBCROW and RETURNVALUE value by
-//! value, keeping the position inside the current value and the PLP chunk
-//! state. A structure that must be retried (one COLMETADATA column, a
-//! RETURNVALUE header, a CekTable, DATACLASSIFICATION) is retried only once
-//! the buffer reaches the length its last attempt proved necessary, so every
-//! retry gets past at least one more field. [`TokenReader::work`] counts the
+//! entry; COLMETADATA column by column; DATACLASSIFICATION one count, name or
+//! property at a time; ROW, NBCROW and RETURNVALUE value by value, keeping
+//! the position inside the current value and the PLP chunk state. A unit
+//! that must be retried (one COLMETADATA column, a RETURNVALUE header, a
+//! CekTable) is retried only once the buffer reaches the length its last
+//! attempt proved necessary, so every retry gets past at least one more
+//! field: the cost per unit is at most its size times its number of fields. [`TokenReader::work`] counts the
 //! bytes examined, for tests that hold the reader to this.
 //!
 //! Rows are handed over in one of two [`RowMode`]s: as raw pieces (constant
 //! memory, for forwarding untouched results) or whole and decoded (for
 //! rewriting), under a size cap.
 //!
-//! TODO(tdsguard): COLMETADATA keeps TYPE_INFO as wire bytes plus framing
-//! ([`crate::tds::token::TypeInfoRaw`]); callers that need typed TYPE_INFO
-//! convert with `TypeInfoRaw::typed`. Walking rows directly with
-//! `types::TypeInfo::framing()` would remove the second TYPE_INFO parser.
+//! Value framing comes from [`crate::tds::types::TypeInfo::framing`], through
+//! the COLMETADATA columns ([`crate::tds::token::TypeInfoRaw`]).
+//!
+//! RETURNVALUE is always held whole (the rewriter needs output parameters
+//! whole), under the whole-row cap of the current mode, or
+//! [`DEFAULT_MAX_WHOLE_ROW_BYTES`] in [`RowMode::Pieces`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,7 +34,9 @@ use bytes::{Bytes, BytesMut};
 use crate::tds::error::DecodeError;
 use crate::tds::reader::Reader;
 use crate::tds::token::col_metadata::{CekTable, ColumnData, MAX_COLUMNS};
-use crate::tds::token::data_classification::MAX_DATACLASSIFICATION_BYTES;
+use crate::tds::token::data_classification::{
+    self, DataClassification, MAX_DATACLASSIFICATION_BYTES, VERSION_WITH_RANK,
+};
 use crate::tds::token::feature_ext_ack::{check_total, FEATURE_TERMINATOR};
 use crate::tds::token::fed_auth_info::MAX_FEDAUTHINFO_BYTES;
 use crate::tds::token::return_value::ReturnValueHeader;
@@ -385,6 +390,88 @@ struct ReturnValueWalk {
     value: ValueWalk,
 }
 
+/// Where a DATACLASSIFICATION walk stands; each step reads one small unit
+/// (a count, a name pair, a rank or a property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataClassStep {
+    LabelCount,
+    Labels(u16),
+    InfoTypeCount,
+    InfoTypes(u16),
+    Rank,
+    ColumnCount,
+    /// Columns still to read.
+    Columns(usize),
+    /// Properties still to read in the current column, then columns after it.
+    Properties(u16, usize),
+    Done,
+}
+
+/// Progress through a DATACLASSIFICATION, which has no length prefix.
+#[derive(Debug)]
+struct DataClassWalk {
+    step: DataClassStep,
+    with_rank: bool,
+    token: DataClassification,
+}
+
+impl DataClassWalk {
+    fn new(with_rank: bool) -> Self {
+        DataClassWalk {
+            step: DataClassStep::LabelCount,
+            with_rank,
+            token: DataClassification {
+                labels: Vec::new(),
+                information_types: Vec::new(),
+                rank: None,
+                columns: Vec::new(),
+            },
+        }
+    }
+
+    /// Reads one unit from `r` and moves to the next step.
+    fn read_unit(&mut self, r: &mut Reader<'_>, ctx: &TokenContext) -> Result<(), DecodeError> {
+        use DataClassStep::*;
+        self.step = match self.step {
+            LabelCount => Labels(r.u16_le()?),
+            Labels(0) => InfoTypeCount,
+            Labels(n) => {
+                self.token.labels.push(data_classification::decode_pair(r)?);
+                Labels(n - 1)
+            }
+            InfoTypeCount => InfoTypes(r.u16_le()?),
+            InfoTypes(0) if self.with_rank => Rank,
+            InfoTypes(0) => ColumnCount,
+            InfoTypes(n) => {
+                let pair = data_classification::decode_pair(r)?;
+                self.token.information_types.push(pair);
+                InfoTypes(n - 1)
+            }
+            Rank => {
+                self.token.rank = Some(r.u32_le()? as i32);
+                ColumnCount
+            }
+            ColumnCount => Columns(data_classification::check_column_count(r.u16_le()?, ctx)?),
+            Columns(0) => Done,
+            Columns(n) => {
+                let properties = r.u16_le()?;
+                self.token.columns.push(Vec::new());
+                Properties(properties, n - 1)
+            }
+            Properties(0, left) => Columns(left),
+            Properties(k, left) => {
+                let p = data_classification::decode_property(r, self.with_rank)?;
+                if let Some(column) = self.token.columns.last_mut() {
+                    column.push(p);
+                }
+                Properties(k - 1, left)
+            }
+            Done => Done,
+        };
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// Between tokens.
@@ -397,7 +484,7 @@ enum State {
     },
     FeatureExtAck,
     ColMetadata(Box<ColMetaWalk>),
-    DataClassification,
+    DataClassification(Box<DataClassWalk>),
     ReturnValue(Box<ReturnValueWalk>),
     Row(Box<RowWalk>),
 }
@@ -540,25 +627,25 @@ impl TokenReader {
     }
 
     fn step(&mut self) -> Result<Option<Item>, DecodeError> {
-        loop {
-            if self.buf.len() < self.need {
-                return Ok(None);
-            }
-            let progressed = match self.state {
-                State::Idle => self.start_token()?,
-                State::Sized { .. } => return self.step_sized(),
-                State::FeatureExtAck => return self.step_feature_ext_ack(),
-                State::ColMetadata(_) => return self.step_col_metadata(),
-                State::DataClassification => return self.step_data_classification(),
-                State::ReturnValue(_) => return self.step_return_value(),
-                State::Row(_) => return self.step_row(),
-            };
-            debug_assert!(progressed);
+        if self.buf.len() < self.need {
+            return Ok(None);
+        }
+        if matches!(self.state, State::Idle) {
+            self.start_token()?;
+        }
+        match self.state {
+            State::Idle => Ok(None),
+            State::Sized { .. } => self.step_sized(),
+            State::FeatureExtAck => self.step_feature_ext_ack(),
+            State::ColMetadata(_) => self.step_col_metadata(),
+            State::DataClassification(_) => self.step_data_classification(),
+            State::ReturnValue(_) => self.step_return_value(),
+            State::Row(_) => self.step_row(),
         }
     }
 
     /// Reads the token type and picks how to frame the token.
-    fn start_token(&mut self) -> Result<bool, DecodeError> {
+    fn start_token(&mut self) -> Result<(), DecodeError> {
         let ty = self.buf.first().copied().unwrap_or_default();
         self.pos = 1;
         self.state = match ty {
@@ -578,7 +665,9 @@ impl TokenReader {
             tok::FEDAUTHINFO => Self::length(4, MAX_FEDAUTHINFO_BYTES),
             tok::FEATUREEXTACK => State::FeatureExtAck,
             tok::COLMETADATA => State::ColMetadata(Box::default()),
-            tok::DATACLASSIFICATION => State::DataClassification,
+            tok::DATACLASSIFICATION => State::DataClassification(Box::new(DataClassWalk::new(
+                data_classification::require_ack(&self.ctx)? >= VERSION_WITH_RANK,
+            ))),
             tok::RETURNVALUE => State::ReturnValue(Box::new(ReturnValueWalk {
                 framing: None,
                 value: ValueWalk::new(Some(self.whole_cap())),
@@ -587,7 +676,7 @@ impl TokenReader {
             other => return Err(DecodeError::UnknownToken(other)),
         };
         self.need = 1;
-        Ok(true)
+        Ok(())
     }
 
     fn fixed(total: usize) -> State {
@@ -703,7 +792,7 @@ impl TokenReader {
                 self.need = self.pos + 5;
                 return Ok(None);
             };
-            let next = self.pos + 5 + le_u64(len) as usize;
+            let next = (self.pos + 5).saturating_add(le_u64(len) as usize);
             check_total(next)?;
             self.work += 5;
             self.pos = next;
@@ -783,21 +872,31 @@ impl TokenReader {
         ))
     }
 
-    /// DATACLASSIFICATION has no length and is small: retried as a whole
-    /// until it parses, each retry only once the buffer passed the last
-    /// attempt's stopping point.
+    /// DATACLASSIFICATION has no length: walked one count, name pair, rank
+    /// or property at a time.
     fn step_data_classification(&mut self) -> Result<Option<Item>, DecodeError> {
-        let ctx = &self.ctx;
-        match attempt(&self.buf, 0, &mut self.work, |r| Token::decode(r, ctx))? {
-            Attempt::Need(n) => {
-                check_need("DATACLASSIFICATION", n, MAX_DATACLASSIFICATION_BYTES)?;
-                Ok(self.wait(n))
+        let State::DataClassification(walk) = &mut self.state else {
+            return Ok(None);
+        };
+        let (buf, ctx, work) = (&self.buf[..], &self.ctx, &mut self.work);
+        while walk.step != DataClassStep::Done {
+            match attempt(buf, self.pos, work, |r| walk.read_unit(r, ctx))? {
+                Attempt::Need(n) => {
+                    check_need("DATACLASSIFICATION", n, MAX_DATACLASSIFICATION_BYTES)?;
+                    self.need = n;
+                    return Ok(None);
+                }
+                Attempt::Done((), used) => self.pos += used,
             }
-            Attempt::Done(token, used) => {
-                let raw = self.buf.split_to(used).freeze();
-                Ok(Some(self.yield_token(token, raw)))
-            }
+            check_need("DATACLASSIFICATION", self.pos, MAX_DATACLASSIFICATION_BYTES)?;
         }
+        let State::DataClassification(walk) = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            return Ok(None);
+        };
+        let raw = self.buf.split_to(self.pos).freeze();
+        let token = Token::DataClassification(walk.token);
+        Ok(Some(self.yield_token(token, raw)))
     }
 
     /// RETURNVALUE: the header (retried as a unit), then the value walked,
@@ -826,7 +925,10 @@ impl TokenReader {
                 check_need("RETURNVALUE", self.pos, self.whole_cap())?;
                 Ok(self.wait(n))
             }
-            Progress::Done => self.finish_token(self.pos).map(Some),
+            Progress::Done => {
+                check_need("RETURNVALUE", self.pos, self.whole_cap())?;
+                self.finish_token(self.pos).map(Some)
+            }
         }
     }
 
@@ -879,6 +981,9 @@ impl TokenReader {
             }
             walk.value = ValueWalk::new(walk.value.cap);
             walk.column += 1;
+        }
+        if let Some(cap) = walk.value.cap {
+            check_need(name_of_row(walk.ty), self.pos, cap)?;
         }
         Ok(Progress::Done)
     }
@@ -1306,6 +1411,95 @@ mod tests {
     }
 
     #[test]
+    fn data_classification_after_its_ack() {
+        let (mut ctx, mut input) = with_sample_metadata();
+        ctx.data_classification = Some(2);
+        let columns = sample_metadata().columns.len();
+        let property = |label| tok::SensitivityProperty {
+            label,
+            information_type: 1,
+            rank: Some(10),
+        };
+        let mut properties = vec![Vec::new(); columns];
+        properties[0] = vec![property(0), property(1)];
+        properties[columns - 1] = vec![property(1)];
+        let token = Token::DataClassification(DataClassification {
+            labels: vec![("Public".into(), "a".into()), ("Secret".into(), "b".into())],
+            information_types: vec![("Name".into(), "c".into()), ("Health".into(), "d".into())],
+            rank: Some(20),
+            columns: properties,
+        });
+        let mut after = ctx.clone();
+        after.columns = Some(Arc::new(sample_metadata()));
+        token.encode(&after, &mut input).unwrap();
+        let tokens = check_stream(&input, &ctx);
+        assert!(tokens[1] == token);
+        let work = {
+            let mut reader = TokenReader::new(ctx.clone());
+            for b in &input {
+                reader.handle_bytes(&[*b]);
+                while reader.poll_item().unwrap().is_some() {}
+            }
+            reader.work()
+        };
+        assert!(
+            work <= 8 * input.len() as u64,
+            "work {work} for {}",
+            input.len()
+        );
+
+        ctx.data_classification = None;
+        let mut reader = TokenReader::new(ctx);
+        reader.handle_bytes(&input);
+        assert!(reader.poll_item().unwrap().is_some());
+        assert!(reader.poll_item().is_err(), "refused without the ack");
+    }
+
+    #[test]
+    fn large_col_metadata_one_byte_at_a_time_is_linear() {
+        let mut meta = sample_metadata();
+        let columns = meta.columns.clone();
+        for _ in 0..100 {
+            meta.columns.extend(columns.iter().cloned());
+        }
+        let mut input = Vec::new();
+        meta.encode(&modern(), &mut input).unwrap();
+        let mut reader = TokenReader::new(modern());
+        let mut items = 0;
+        for b in &input {
+            reader.handle_bytes(&[*b]);
+            while reader.poll_item().unwrap().is_some() {
+                items += 1;
+            }
+        }
+        assert_eq!(items, 1);
+        assert!(
+            reader.work() <= 16 * input.len() as u64,
+            "work {}",
+            reader.work()
+        );
+    }
+
+    #[test]
+    fn whole_row_cap_counts_all_values() {
+        let (ctx, mut input) = with_sample_metadata();
+        input.extend_from_slice(&plp_row(&sample_metadata(), 1000));
+        let mut reader = TokenReader::new(ctx);
+        reader.set_row_mode(RowMode::Whole {
+            max_row_bytes: 1010,
+        });
+        reader.handle_bytes(&input);
+        assert!(reader.poll_item().unwrap().is_some());
+        assert!(matches!(
+            reader.poll_item(),
+            Err(DecodeError::TooLarge {
+                structure: "NBCROW",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn pieces_end_with_row_end() {
         let (ctx, mut input) = with_sample_metadata();
         let row = plp_row(&sample_metadata(), 10);
@@ -1424,6 +1618,87 @@ mod tests {
                 })
             }),
             any::<i32>().prop_map(|v| Token::ReturnStatus(tok::ReturnStatus(v))),
+            (8u8..13, proptest::collection::vec(any::<u8>(), 0..9)).prop_map(|(t, new)| {
+                Token::EnvChange(EnvChange::Bytes {
+                    env_type: t,
+                    new,
+                    old: Vec::new(),
+                })
+            }),
+            (any::<u16>(), name.clone()).prop_map(|(port, server)| {
+                Token::EnvChange(EnvChange::Routing {
+                    routing: Routing {
+                        protocol: 0,
+                        port,
+                        server,
+                    },
+                    old: Some(Vec::new()),
+                })
+            }),
+            proptest::collection::vec(
+                (0u8..0xFF, proptest::collection::vec(any::<u8>(), 0..9)),
+                0..4
+            )
+            .prop_map(|acks| Token::FeatureExtAck(FeatureExtAck(
+                acks.into_iter()
+                    .map(|(feature, data)| tok::FeatureAck { feature, data })
+                    .collect(),
+            ))),
+            (
+                any::<u32>(),
+                proptest::collection::vec(
+                    (
+                        any::<u8>(),
+                        any::<bool>(),
+                        proptest::collection::vec(any::<u8>(), 0..300)
+                    ),
+                    0..3
+                )
+            )
+                .prop_map(|(seq_no, entries)| Token::SessionState(tok::SessionState {
+                    seq_no,
+                    status: 1,
+                    entries: entries
+                        .into_iter()
+                        .map(|(state_id, long, value)| tok::StateEntry {
+                            state_id,
+                            long_len: long || value.len() >= 0xFF,
+                            value,
+                        })
+                        .collect(),
+                })),
+            (name.clone(), any::<[u8; 4]>()).prop_map(|(prog_name, prog_version)| {
+                Token::LoginAck(tok::LoginAck {
+                    interface: 1,
+                    tds_version: TdsVersion::V7_4,
+                    prog_name,
+                    prog_version,
+                })
+            }),
+            proptest::collection::vec(proptest::collection::vec(name.clone(), 1..4), 0..3)
+                .prop_map(|t| Token::TabName(tok::TabName(t))),
+            (any::<u16>(), name.clone(), arb_value(Framing::ByteLen)).prop_map(
+                |(ordinal, n, v)| {
+                    let mut r = Reader::new(&[0x26, 4], "t");
+                    let type_info = tok::TypeInfoRaw::decode(&mut r).unwrap();
+                    let value = match v {
+                        RawValue::Bytes(_) => RawValue::Bytes(vec![1, 2, 3, 4]),
+                        other => other,
+                    };
+                    Token::ReturnValue(Box::new(tok::ReturnValue {
+                        ordinal,
+                        name: n,
+                        status: 1,
+                        user_type: 0,
+                        flags: 0,
+                        type_info,
+                        crypto: None,
+                        value,
+                    }))
+                }
+            ),
+            Just(Token::ColMetadata(Arc::new(ColMetadata::no_metadata()))),
+            Just(Token::ColMetadata(Arc::new(sample_metadata()))),
             proptest::collection::vec(any::<u16>(), 0..8).prop_map(|v| Token::Order(tok::Order(v))),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(|v| Token::Sspi(tok::Sspi(v))),
             arb_row().prop_map(Token::Row),

@@ -3,15 +3,16 @@
 //! encryption was acknowledged, the CekTable and per-column CryptoMetadata
 //! (TDS-NOTES §14).
 //!
-//! TYPE_INFO (2.2.5.6) is kept as its wire bytes plus the framing of its
-//! values ([`Framing`]), which is all a row walker needs. Typed access to
-//! TYPE_INFO lives with the data types.
+//! TYPE_INFO (2.2.5.6) is decoded by [`crate::tds::types::TypeInfo`] and also
+//! kept as its wire bytes, with the framing of its values ([`Framing`]),
+//! which is all a row walker needs.
 
 use super::tab_name::{read_table_name, write_table_name};
 use super::wire::{read_b_varchar, read_us_varchar, write_b_varchar, write_us_varchar, UcsString};
 use super::{TokenContext, COLMETADATA};
 use crate::tds::error::{DecodeError, EncodeError};
 use crate::tds::reader::Reader;
+use crate::tds::types::{TypeInfo, ValueFraming};
 
 /// Cap on the column count: SQL Server returns at most 4096 columns per
 /// SELECT ("Maximum capacity specifications for SQL Server").
@@ -20,15 +21,32 @@ pub const MAX_COLUMNS: usize = 4096;
 /// Count value meaning "no metadata": the rows reuse the previous COLMETADATA.
 pub const NO_METADATA: u16 = 0xFFFF;
 
-/// Column flag fEncrypted (2.2.7.4): the column carries CryptoMetadata.
+/// Column flag fNullable (2.2.7.4).
+pub const FLAG_NULLABLE: u16 = 0x0001;
+/// Column flag fCaseSen.
+pub const FLAG_CASE_SENSITIVE: u16 = 0x0002;
+/// Column flags usUpdateable (2 bits: 0 read-only, 1 read/write, 2 unknown).
+pub const FLAG_UPDATEABLE_MASK: u16 = 0x000C;
+/// Column flag fIdentity.
+pub const FLAG_IDENTITY: u16 = 0x0010;
+/// Column flag fComputed.
+pub const FLAG_COMPUTED: u16 = 0x0020;
+/// Column flag fFixedLenCLRType.
+pub const FLAG_FIXED_LEN_CLR_TYPE: u16 = 0x0100;
+/// Column flag fSparseColumnSet.
+pub const FLAG_SPARSE_COLUMN_SET: u16 = 0x0400;
+/// Column flag fEncrypted: the column carries CryptoMetadata.
 pub const FLAG_ENCRYPTED: u16 = 0x0800;
+/// Column flag fHidden (browse-mode key columns).
+pub const FLAG_HIDDEN: u16 = 0x2000;
+/// Column flag fKey.
+pub const FLAG_KEY: u16 = 0x4000;
+/// Column flag fNullableUnknown.
+pub const FLAG_NULLABLE_UNKNOWN: u16 = 0x8000;
 
 /// Cap on CekTable entries: each encrypted column refers to one entry, so
 /// there are never more than columns.
 pub const MAX_CEK_ENTRIES: usize = MAX_COLUMNS;
-
-/// TYPE_INFO max length meaning a PLP ("(max)") value.
-const USHORT_MAX_LEN_PLP: u16 = 0xFFFF;
 
 /// How a value of a type is framed in ROW, NBCROW and RETURNVALUE
 /// (2.2.5.2 "Data Stream Types" and 2.2.5.4 "Data Type Definitions").
@@ -50,84 +68,46 @@ pub enum Framing {
     Plp,
 }
 
-/// A TYPE_INFO as sent, with the framing of its values.
+/// A TYPE_INFO as sent: its wire bytes (re-encoded verbatim, so names with
+/// unpaired surrogates survive), the decoded [`TypeInfo`] and the framing of
+/// its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeInfoRaw {
     bytes: Vec<u8>,
+    typed: TypeInfo,
     framing: Framing,
 }
 
 impl TypeInfoRaw {
-    /// Reads one TYPE_INFO. Unknown type bytes (and json/vector, which need
-    /// their own features) are [`DecodeError::UnknownType`].
+    /// Reads one TYPE_INFO of a result column (or RETURNVALUE). Unknown type
+    /// bytes are [`DecodeError::UnknownType`]; a table-valued type is refused,
+    /// it only occurs in RPC parameters.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let start = r.rest();
-        let framing = Self::walk(r)?;
+        let typed = TypeInfo::decode(r)?;
         let used = start.len() - r.remaining();
+        let framing = Framing::of(&typed)?;
         Ok(TypeInfoRaw {
             bytes: start.get(..used).unwrap_or_default().to_vec(),
+            typed,
             framing,
         })
     }
 
-    fn walk(r: &mut Reader<'_>) -> Result<Framing, DecodeError> {
-        let ty = r.u8()?;
-        Ok(match ty {
-            0x1F => Framing::Fixed(0),
-            0x30 | 0x32 => Framing::Fixed(1),
-            0x34 => Framing::Fixed(2),
-            0x38 | 0x3A | 0x3B | 0x7A => Framing::Fixed(4),
-            0x3C | 0x3D | 0x3E | 0x7F => Framing::Fixed(8),
-            0x24..=0x27 | 0x2D | 0x2F | 0x68 | 0x6D..=0x6F => Self::skip(r, 1, Framing::ByteLen)?,
-            0x37 | 0x3F | 0x6A | 0x6C => Self::skip(r, 3, Framing::ByteLen)?,
-            0x28 => Framing::ByteLen,
-            0x29..=0x2B => Self::skip(r, 1, Framing::ByteLen)?,
-            0xA5 | 0xAD => Self::ushort_len(r, 0)?,
-            0xA7 | 0xAF | 0xE7 | 0xEF => Self::ushort_len(r, 5)?,
-            0x22 => Self::skip(r, 4, Framing::Text)?,
-            0x23 | 0x63 => Self::skip(r, 4 + 5, Framing::Text)?,
-            0x62 => Self::skip(r, 4, Framing::Variant)?,
-            0xF1 => Self::xml(r)?,
-            0xF0 => Self::udt(r)?,
-            other => return Err(DecodeError::UnknownType(other)),
+    /// A TYPE_INFO built by tdsguard (e.g. the plaintext type of a decrypted
+    /// column).
+    pub fn from_typed(typed: TypeInfo) -> Result<Self, EncodeError> {
+        let mut bytes = Vec::new();
+        typed.encode(&mut bytes)?;
+        let framing = Framing::of(&typed).map_err(|_| EncodeError::TypeMismatch {
+            structure: "COLMETADATA",
+            type_name: "table-valued type",
+        })?;
+        Ok(TypeInfoRaw {
+            bytes,
+            typed,
+            framing,
         })
-    }
-
-    fn skip(r: &mut Reader<'_>, n: usize, framing: Framing) -> Result<Framing, DecodeError> {
-        r.skip(n)?;
-        Ok(framing)
-    }
-
-    /// USHORTLEN types: max length 2 (+ collation); 0xFFFF means PLP.
-    fn ushort_len(r: &mut Reader<'_>, collation: usize) -> Result<Framing, DecodeError> {
-        let max = r.u16_le()?;
-        r.skip(collation)?;
-        if max == USHORT_MAX_LEN_PLP {
-            return Ok(Framing::Plp);
-        }
-        Ok(Framing::UShortLen)
-    }
-
-    /// XML_INFO: SchemaPresent 1 [DbName B_VARCHAR, OwningSchema B_VARCHAR,
-    /// XmlSchemaCollection US_VARCHAR].
-    fn xml(r: &mut Reader<'_>) -> Result<Framing, DecodeError> {
-        if r.u8()? != 0 {
-            read_b_varchar(r)?;
-            read_b_varchar(r)?;
-            read_us_varchar(r)?;
-        }
-        Ok(Framing::Plp)
-    }
-
-    /// UDT_INFO in COLMETADATA: MaxByteSize 2, DbName, SchemaName, TypeName
-    /// (B_VARCHAR), AssemblyQualifiedName (US_VARCHAR).
-    fn udt(r: &mut Reader<'_>) -> Result<Framing, DecodeError> {
-        r.skip(2)?;
-        for _ in 0..3 {
-            read_b_varchar(r)?;
-        }
-        read_us_varchar(r)?;
-        Ok(Framing::Plp)
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -144,13 +124,38 @@ impl TypeInfoRaw {
         &self.bytes
     }
 
+    /// The decoded TYPE_INFO.
+    pub fn typed(&self) -> &TypeInfo {
+        &self.typed
+    }
+
     pub fn framing(&self) -> Framing {
         self.framing
     }
 
     /// TEXT, NTEXT and IMAGE columns carry a TableName in COLMETADATA.
     pub fn has_table_name(&self) -> bool {
-        self.framing == Framing::Text
+        self.typed.has_table_name()
+    }
+}
+
+impl Framing {
+    /// The framing of values of `typed` in ROW, NBCROW and RETURNVALUE.
+    pub fn of(typed: &TypeInfo) -> Result<Self, DecodeError> {
+        Ok(match typed.framing() {
+            ValueFraming::Fixed(n) => Framing::Fixed(u8::try_from(n).unwrap_or(u8::MAX)),
+            ValueFraming::ByteLen => Framing::ByteLen,
+            ValueFraming::UShortLen => Framing::UShortLen,
+            ValueFraming::TextPtr => Framing::Text,
+            ValueFraming::Variant => Framing::Variant,
+            ValueFraming::Plp => Framing::Plp,
+            ValueFraming::LongLen | ValueFraming::Tvp => {
+                return Err(DecodeError::Malformed {
+                    structure: "TYPE_INFO",
+                    reason: "a parameter-only type in a result",
+                })
+            }
+        })
     }
 }
 
@@ -357,6 +362,10 @@ impl ColumnData {
 
     pub fn is_encrypted(&self) -> bool {
         self.flags & FLAG_ENCRYPTED != 0
+    }
+
+    pub fn is_nullable(&self) -> bool {
+        self.flags & FLAG_NULLABLE != 0
     }
 }
 
@@ -565,11 +574,22 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_type_is_refused() {
-        let mut r = Reader::new(&[0xF4], "t");
+        let mut r = Reader::new(&[0x42], "t");
         assert_eq!(
             TypeInfoRaw::decode(&mut r),
-            Err(DecodeError::UnknownType(0xF4))
+            Err(DecodeError::UnknownType(0x42))
         );
+        // A table-valued type only occurs in RPC parameters.
+        let tvp = [0xF3, 0, 0, 0, 0, 0, 0];
+        let mut r = Reader::new(&tvp, "t");
+        assert!(TypeInfoRaw::decode(&mut r).is_err());
+    }
+
+    #[test]
+    fn built_type_info_keeps_its_framing() {
+        let raw = TypeInfoRaw::from_typed(TypeInfo::varbinary(0xFFFF)).unwrap();
+        assert_eq!(raw.bytes(), VARBINARY_MAX);
+        assert_eq!(raw.framing(), Framing::Plp);
     }
 
     #[test]

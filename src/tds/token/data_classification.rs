@@ -42,8 +42,7 @@ pub struct DataClassification {
 
 impl DataClassification {
     pub fn decode_body(r: &mut Reader<'_>, ctx: &TokenContext) -> Result<Self, DecodeError> {
-        let version = require_ack(ctx)?;
-        let with_rank = version >= VERSION_WITH_RANK;
+        let with_rank = require_ack(ctx)? >= VERSION_WITH_RANK;
         let labels = decode_pairs(r)?;
         let information_types = decode_pairs(r)?;
         let rank = if with_rank {
@@ -51,15 +50,7 @@ impl DataClassification {
         } else {
             None
         };
-        let count = r.u16_le()? as usize;
-        let expected = ctx.require_columns("DATACLASSIFICATION")?.columns.len();
-        if count != expected {
-            return Err(DecodeError::LengthMismatch {
-                structure: "DATACLASSIFICATION columns",
-                declared: count,
-                used: expected,
-            });
-        }
+        let count = check_column_count(r.u16_le()?, ctx)?;
         let columns = (0..count)
             .map(|_| decode_column(r, with_rank))
             .collect::<Result<_, _>>()?;
@@ -94,18 +85,52 @@ impl DataClassification {
     }
 }
 
-fn require_ack(ctx: &TokenContext) -> Result<u8, DecodeError> {
+/// The acknowledged version, or an error: the token is only legal after
+/// the server acknowledged the feature.
+pub fn require_ack(ctx: &TokenContext) -> Result<u8, DecodeError> {
     ctx.data_classification.ok_or(DecodeError::Malformed {
         structure: "DATACLASSIFICATION",
         reason: "sent although the feature was not acknowledged",
     })
 }
 
+/// NumResultSetColumns must equal the current COLMETADATA's column count.
+pub fn check_column_count(count: u16, ctx: &TokenContext) -> Result<usize, DecodeError> {
+    let expected = ctx.require_columns("DATACLASSIFICATION")?.columns.len();
+    if count as usize != expected {
+        return Err(DecodeError::LengthMismatch {
+            structure: "DATACLASSIFICATION columns",
+            declared: count as usize,
+            used: expected,
+        });
+    }
+    Ok(expected)
+}
+
+/// One (name, id) pair of SensitivityLabels or InformationTypes.
+pub fn decode_pair(r: &mut Reader<'_>) -> Result<(UcsString, UcsString), DecodeError> {
+    Ok((read_b_varchar(r)?, read_b_varchar(r)?))
+}
+
+/// One SensitivityProperty.
+pub fn decode_property(
+    r: &mut Reader<'_>,
+    with_rank: bool,
+) -> Result<SensitivityProperty, DecodeError> {
+    Ok(SensitivityProperty {
+        label: r.u16_le()?,
+        information_type: r.u16_le()?,
+        rank: if with_rank {
+            Some(r.u32_le()? as i32)
+        } else {
+            None
+        },
+    })
+}
+
 fn decode_pairs(r: &mut Reader<'_>) -> Result<Vec<(UcsString, UcsString)>, DecodeError> {
     let count = r.u16_le()?;
-    (0..count)
-        .map(|_| Ok((read_b_varchar(r)?, read_b_varchar(r)?)))
-        .collect()
+    (0..count).map(|_| decode_pair(r)).collect()
 }
 
 fn decode_column(
@@ -113,19 +138,7 @@ fn decode_column(
     with_rank: bool,
 ) -> Result<Vec<SensitivityProperty>, DecodeError> {
     let count = r.u16_le()?;
-    (0..count)
-        .map(|_| {
-            Ok(SensitivityProperty {
-                label: r.u16_le()?,
-                information_type: r.u16_le()?,
-                rank: if with_rank {
-                    Some(r.u32_le()? as i32)
-                } else {
-                    None
-                },
-            })
-        })
-        .collect()
+    (0..count).map(|_| decode_property(r, with_rank)).collect()
 }
 
 fn encode_pairs(pairs: &[(UcsString, UcsString)], out: &mut Vec<u8>) -> Result<(), EncodeError> {

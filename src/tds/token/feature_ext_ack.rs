@@ -39,14 +39,14 @@ pub struct FeatureExtAck(pub Vec<FeatureAck>);
 impl FeatureExtAck {
     pub fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let mut acks = Vec::new();
-        let mut total = 1;
+        let mut total: usize = 1;
         loop {
             let feature = r.u8()?;
             if feature == FEATURE_TERMINATOR {
                 return Ok(FeatureExtAck(acks));
             }
             let len = r.u32_le()? as usize;
-            total += 5 + len;
+            total = total.saturating_add(5).saturating_add(len);
             check_total(total)?;
             let data = r.bytes(len)?.to_vec();
             acks.push(FeatureAck { feature, data });

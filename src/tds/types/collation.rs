@@ -43,8 +43,9 @@ pub enum CharEncoding {
 }
 
 impl Collation {
-    /// Builds a collation from its parts; `lcid` is cut to 20 bits and
-    /// `flags` to the seven defined flag bits.
+    /// Builds a collation from its parts. `lcid` is cut to 20 bits; `flags`
+    /// are given in their wire positions (bits 20-26, e.g. 0x0010_0000 for
+    /// ignore-case) and other bits are dropped; `version` is cut to 4 bits.
     pub fn new(lcid: u32, flags: u32, version: u8, sort_id: u8) -> Self {
         let flags = flags & (0x7F << 20);
         let version = u32::from(version & 0x0F) << 28;

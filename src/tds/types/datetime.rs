@@ -191,6 +191,42 @@ pub struct DateTimeOffset {
     pub offset_minutes: i16,
 }
 
+impl DateTimeOffset {
+    /// Builds a value from local calendar fields and the offset of that
+    /// local time from UTC; the stored date and time are UTC.
+    pub fn from_local_civil(c: &Civil, offset_minutes: i16, scale: u8) -> Option<Self> {
+        let local = DateTime2::from_civil(c, scale)?;
+        let utc = shift(&local, -i64::from(offset_minutes))?;
+        Some(DateTimeOffset {
+            utc,
+            offset_minutes,
+        })
+    }
+
+    /// The local calendar fields (UTC plus the offset).
+    pub fn to_local_civil(&self) -> Option<Civil> {
+        shift(&self.utc, i64::from(self.offset_minutes)).map(|dt| dt.to_civil())
+    }
+}
+
+/// Moves a DATETIME2 by whole minutes; `None` outside 0001-01-01..9999-12-31.
+fn shift(dt: &DateTime2, minutes: i64) -> Option<DateTime2> {
+    let per = i64::try_from(ticks_per_second(dt.time.scale)).ok()?;
+    let per_day = 86_400 * per;
+    let total =
+        i64::from(dt.date.days) * per_day + i64::try_from(dt.time.ticks).ok()? + minutes * 60 * per;
+    let days = u32::try_from(total.div_euclid(per_day))
+        .ok()
+        .filter(|d| *d <= MAX_DATE_DAYS)?;
+    Some(DateTime2 {
+        date: Date { days },
+        time: Time {
+            ticks: u64::try_from(total.rem_euclid(per_day)).ok()?,
+            scale: dt.time.scale,
+        },
+    })
+}
+
 /// DATETIME: days since 1900-01-01 and 1/300 s ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DateTime {
@@ -349,6 +385,41 @@ mod tests {
         }
         let t = Time::from_hms_nanos(13, 14, 15, 123_456_700, 7).unwrap();
         assert_eq!(t.ticks, (13 * 3600 + 14 * 60 + 15) * 10_000_000 + 1_234_567);
+    }
+
+    #[test]
+    fn datetime2_and_offset_round_trip_at_every_scale() {
+        let c = Civil {
+            year: 2024,
+            month: 2,
+            day: 29,
+            hour: 0,
+            minute: 30,
+            second: 59,
+            nanosecond: 123_456_700,
+        };
+        for scale in 0..=MAX_TIME_SCALE {
+            let dt = DateTime2::from_civil(&c, scale).unwrap();
+            let back = dt.to_civil();
+            assert_eq!(DateTime2::from_civil(&back, scale), Some(dt));
+            let step = 1_000_000_000 / ticks_per_second(scale) as u32;
+            assert_eq!(back.nanosecond, c.nanosecond / step * step);
+
+            let dto = DateTimeOffset::from_local_civil(&c, 60, scale).unwrap();
+            let utc = dto.utc.to_civil();
+            assert_eq!((utc.month, utc.day, utc.hour), (2, 28, 23));
+            assert_eq!(dto.to_local_civil(), Some(back));
+        }
+        let first = Civil {
+            year: 1,
+            month: 1,
+            day: 1,
+            hour: 0,
+            minute: 0,
+            second: 0,
+            nanosecond: 0,
+        };
+        assert_eq!(DateTimeOffset::from_local_civil(&first, 60, 7), None);
     }
 
     #[test]

@@ -39,14 +39,19 @@ pub enum ValueFraming {
     /// 0 for NULLTYPE).
     Fixed(usize),
     /// BYTELEN prefix; 0 = NULL (nullable numeric, GUID, decimal, date and
-    /// time types, legacy CHAR/VARCHAR/BINARY/VARBINARY).
+    /// time types, legacy CHAR/VARCHAR/BINARY/VARBINARY). "Other nullable data
+    /// types have a length of 0 if they are null" (2.2.4.2.1.3), so a legacy
+    /// string type cannot carry an empty value.
+    /// TODO(tdsguard): confirm legacy CHAR/VARCHAR NULL against a 7.x capture.
     ByteLen,
-    /// USHORTLEN prefix; 0xFFFF = NULL (BIG*/N* types below max, vector).
+    /// USHORTLEN prefix; 0xFFFF = NULL (BIG*/N* types below max, vector;
+    /// 2.2.4.2.1.3).
     UShortLen,
     /// Row form of TEXT/NTEXT/IMAGE: TextPtrLen 1 (0 = NULL), text pointer,
     /// 8-byte timestamp, LONGLEN, data.
     TextPtr,
-    /// RPC form of TEXT/NTEXT/IMAGE: LONGLEN; 0xFFFFFFFF = NULL.
+    /// RPC form of TEXT/NTEXT/IMAGE: LONGLEN; "Null is represented by a
+    /// length of -1 (0xFFFFFFFF)" (2.2.4.2.1.3).
     LongLen,
     /// PLP body (see [`super::plp`]).
     Plp,
@@ -117,6 +122,11 @@ impl<'a> RawValue<'a> {
     /// Writes the wire bytes back unchanged.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.wire);
+    }
+
+    /// A value from its wire bytes and its data (`None` for NULL).
+    pub(crate) fn from_parts(wire: &'a [u8], data: Option<Cow<'a, [u8]>>) -> Self {
+        RawValue { wire, data }
     }
 
     /// Copies borrowed data so the value outlives the input buffer.
@@ -441,5 +451,28 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::testing::arb_type_info;
+
+        proptest! {
+            #[test]
+            fn arbitrary_values_never_panic(
+                ti in arb_type_info(TypeContext::Rpc),
+                bytes in proptest::collection::vec(any::<u8>(), 0..96),
+            ) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut r = Reader::new(&bytes, "value");
+                    if let Ok(raw) = decode_value_raw_in(&ti, ctx, &mut r) {
+                        prop_assert_eq!(raw.wire(), &bytes[..r.position()]);
+                        let _ = crate::tds::types::decode_value(&ti, &raw);
+                    }
+                }
+            }
+        }
     }
 }

@@ -14,15 +14,23 @@
 //! - [`decode_value_raw`] cuts one complete value out of a buffer as a
 //!   [`RawValue`] (wire bytes plus assembled data or NULL);
 //!   [`RawValue::encode`] writes the wire bytes back unchanged.
-//! - [`decode_value`] / [`encode_value`] convert to and from [`SqlValue`].
+//! - [`decode_value`] / [`encode_value`] convert to and from [`SqlValue`];
+//!   [`encode_value_in`] frames for RPC parameters. sql_variant, XML, UDT,
+//!   TVP, TEXT/NTEXT/IMAGE, json and vector values stay [`SqlValue::Raw`];
+//!   [`variant::decode_variant`] reads a sql_variant when needed.
+//! - [`TypeInfo::declaration`] gives the T-SQL type for `@params` strings,
+//!   so a rewritten parameter's declaration can follow its new TYPE_INFO.
 
 pub mod collation;
 pub mod datetime;
 pub mod framing;
 pub mod plp;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tvp;
 pub mod type_info;
 pub mod value;
+pub mod variant;
 
 pub use collation::{CharEncoding, Collation};
 pub use framing::{decode_value_raw, decode_value_raw_in, encode_null, RawValue, ValueFraming};

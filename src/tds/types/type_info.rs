@@ -5,6 +5,9 @@
 //! Every field is kept as sent, so decode followed by encode gives the input
 //! bytes back. Lengths that the specification restricts (INTN 1/2/4/8, DECIMALN
 //! 5/9/13/17, scale 0..7, ...) are checked on decode.
+//!
+//! TODO(tdsguard): TDS 7.0 sends character types without a collation (it was
+//! added in TDS 7.1); decoding assumes TDS 7.1 or later.
 
 use crate::tds::{DecodeError, EncodeError, Reader};
 
@@ -220,9 +223,10 @@ pub enum TypeInfo {
     /// JSONTYPE: the type byte alone; values are PLP (UTF-8 text).
     /// TODO(tdsguard): confirm the TYPE_INFO of json against a server capture.
     Json,
-    /// VECTORTYPE: USHORT max length in bytes and a dimension type byte
-    /// (0 = float32). TODO(tdsguard): confirm against a server capture; only
-    /// the layout used by current Microsoft drivers is known.
+    /// VECTORTYPE: USHORT max length in bytes and a dimension (element) type
+    /// byte, 0x00 = float32; values are USHORTLEN-framed, not PLP. Taken from
+    /// Microsoft's SqlClient driver, as [MS-TDS] did not describe it here.
+    /// TODO(tdsguard): confirm the layout against a server capture.
     Vector {
         max_len: u16,
         dimension_type: u8,
@@ -363,7 +367,7 @@ impl LegacyVarLenType {
 }
 
 impl VarLenType {
-    fn from_byte(b: u8) -> Option<Self> {
+    pub fn from_byte(b: u8) -> Option<Self> {
         let ty = match b {
             BIGVARBINARYTYPE => VarLenType::BigVarBinary,
             BIGBINARYTYPE => VarLenType::BigBinary,
@@ -541,6 +545,122 @@ impl TypeInfo {
             max_len,
             collation: Some(collation),
         }
+    }
+}
+
+impl TypeInfo {
+    /// The T-SQL type this TYPE_INFO declares, as written in the `@params`
+    /// declaration of sp_executesql and sp_prepare (`nvarchar(4000)`,
+    /// `varbinary(max)`, `decimal(18,2)`, ...). `None` for NULLTYPE and for
+    /// vector element types other than float32.
+    pub fn declaration(&self) -> Option<String> {
+        let name = match self {
+            TypeInfo::Fixed(ty) => fixed_name(*ty)?.to_string(),
+            TypeInfo::Nullable { ty, len } => nullable_name(*ty, *len)?.to_string(),
+            TypeInfo::Decimal {
+                ty,
+                precision,
+                scale,
+                ..
+            } => decimal_declaration(*ty, *precision, *scale),
+            TypeInfo::Date => "date".to_string(),
+            TypeInfo::Time { scale } => format!("time({scale})"),
+            TypeInfo::DateTime2 { scale } => format!("datetime2({scale})"),
+            TypeInfo::DateTimeOffset { scale } => format!("datetimeoffset({scale})"),
+            TypeInfo::LegacyVarLen { ty, len } => legacy_declaration(*ty, *len),
+            TypeInfo::VarLen { ty, max_len, .. } => var_len_declaration(*ty, *max_len),
+            TypeInfo::Long { ty, .. } => long_name(*ty).to_string(),
+            TypeInfo::Xml { .. } => "xml".to_string(),
+            TypeInfo::Udt(udt) => format!("{}.{}", udt.schema_name, udt.type_name),
+            TypeInfo::Variant { .. } => "sql_variant".to_string(),
+            TypeInfo::Json => "json".to_string(),
+            TypeInfo::Vector {
+                max_len,
+                dimension_type: 0,
+            } => format!("vector({})", max_len.saturating_sub(8) / 4),
+            TypeInfo::Vector { .. } => return None,
+            TypeInfo::Tvp(tvp) => format!("{}.{} READONLY", tvp.owning_schema, tvp.type_name),
+        };
+        Some(name)
+    }
+}
+
+fn fixed_name(ty: FixedType) -> Option<&'static str> {
+    let name = match ty {
+        FixedType::Null => return None,
+        FixedType::Int1 => "tinyint",
+        FixedType::Bit => "bit",
+        FixedType::Int2 => "smallint",
+        FixedType::Int4 => "int",
+        FixedType::DateTim4 => "smalldatetime",
+        FixedType::Flt4 => "real",
+        FixedType::Money => "money",
+        FixedType::DateTime => "datetime",
+        FixedType::Flt8 => "float",
+        FixedType::Money4 => "smallmoney",
+        FixedType::Int8 => "bigint",
+    };
+    Some(name)
+}
+
+fn nullable_name(ty: NullableType, len: u8) -> Option<&'static str> {
+    let fixed = match (ty, len) {
+        (NullableType::Guid, _) => return Some("uniqueidentifier"),
+        (NullableType::IntN, 1) => FixedType::Int1,
+        (NullableType::IntN, 2) => FixedType::Int2,
+        (NullableType::IntN, 4) => FixedType::Int4,
+        (NullableType::IntN, _) => FixedType::Int8,
+        (NullableType::BitN, _) => FixedType::Bit,
+        (NullableType::FltN, 4) => FixedType::Flt4,
+        (NullableType::FltN, _) => FixedType::Flt8,
+        (NullableType::MoneyN, 4) => FixedType::Money4,
+        (NullableType::MoneyN, _) => FixedType::Money,
+        (NullableType::DateTimeN, 4) => FixedType::DateTim4,
+        (NullableType::DateTimeN, _) => FixedType::DateTime,
+    };
+    fixed_name(fixed)
+}
+
+fn decimal_declaration(ty: DecimalType, precision: u8, scale: u8) -> String {
+    let name = match ty {
+        DecimalType::DecimalN | DecimalType::Decimal => "decimal",
+        DecimalType::NumericN | DecimalType::Numeric => "numeric",
+    };
+    format!("{name}({precision},{scale})")
+}
+
+fn legacy_declaration(ty: LegacyVarLenType, len: u8) -> String {
+    let name = match ty {
+        LegacyVarLenType::Char => "char",
+        LegacyVarLenType::VarChar => "varchar",
+        LegacyVarLenType::Binary => "binary",
+        LegacyVarLenType::VarBinary => "varbinary",
+    };
+    format!("{name}({})", len.max(1))
+}
+
+/// Lengths are in bytes on the wire and in characters for nchar/nvarchar;
+/// drivers send a length of 0 for empty values, which T-SQL does not accept.
+fn var_len_declaration(ty: VarLenType, max_len: u16) -> String {
+    let (name, unit) = match ty {
+        VarLenType::BigVarBinary => ("varbinary", 1),
+        VarLenType::BigBinary => ("binary", 1),
+        VarLenType::BigVarChar => ("varchar", 1),
+        VarLenType::BigChar => ("char", 1),
+        VarLenType::NVarChar => ("nvarchar", 2),
+        VarLenType::NChar => ("nchar", 2),
+    };
+    if max_len == USHORT_MAX_LEN {
+        return format!("{name}(max)");
+    }
+    format!("{name}({})", (max_len / unit).max(1))
+}
+
+fn long_name(ty: LongType) -> &'static str {
+    match ty {
+        LongType::Text => "text",
+        LongType::NText => "ntext",
+        LongType::Image => "image",
     }
 }
 
@@ -885,6 +1005,34 @@ mod tests {
     }
 
     #[test]
+    fn declarations() {
+        let decl = |bytes: &[u8]| round_trip_in(bytes, TypeContext::Rpc).declaration();
+        let latin = [0x09, 0x04, 0xD0, 0x00, 0x34];
+        assert_eq!(
+            decl(&[&[0xE7, 0x40, 0x1F][..], &latin].concat()).unwrap(),
+            "nvarchar(4000)"
+        );
+        assert_eq!(
+            decl(&[&[0xE7, 0x00, 0x00][..], &latin].concat()).unwrap(),
+            "nvarchar(1)"
+        );
+        assert_eq!(
+            decl(&[&[0xA7, 0xFF, 0xFF][..], &latin].concat()).unwrap(),
+            "varchar(max)"
+        );
+        assert_eq!(decl(&[0xA5, 0x40, 0x1F]).unwrap(), "varbinary(8000)");
+        assert_eq!(decl(&[0xA5, 0xFF, 0xFF]).unwrap(), "varbinary(max)");
+        assert_eq!(decl(&[0x26, 0x01]).unwrap(), "tinyint");
+        assert_eq!(decl(&[0x26, 0x08]).unwrap(), "bigint");
+        assert_eq!(decl(&[0x6F, 0x08]).unwrap(), "datetime");
+        assert_eq!(decl(&[0x24, 0x10]).unwrap(), "uniqueidentifier");
+        assert_eq!(decl(&[0x6A, 0x11, 0x12, 0x02]).unwrap(), "decimal(18,2)");
+        assert_eq!(decl(&[0x2B, 0x07]).unwrap(), "datetimeoffset(7)");
+        assert_eq!(decl(&[0x38]).unwrap(), "int");
+        assert_eq!(decl(&[0x1F]), None);
+    }
+
+    #[test]
     fn unknown_type_byte() {
         let mut r = Reader::new(&[0x99], "TYPE_INFO");
         assert_eq!(
@@ -899,6 +1047,45 @@ mod tests {
         for n in 0..full.len() {
             let mut r = Reader::new(&full[..n], "TYPE_INFO");
             assert!(TypeInfo::decode(&mut r).is_err(), "prefix {n}");
+        }
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::testing::arb_type_info;
+
+        fn identity(ti: &TypeInfo, ctx: TypeContext) {
+            let mut bytes = Vec::new();
+            ti.encode(&mut bytes).unwrap();
+            let mut r = Reader::new(&bytes, "TYPE_INFO");
+            assert_eq!(&TypeInfo::decode_in(&mut r, ctx).unwrap(), ti);
+            r.finish().unwrap();
+        }
+
+        proptest! {
+            #[test]
+            fn encode_decode_identity_in_columns(ti in arb_type_info(TypeContext::Column)) {
+                identity(&ti, TypeContext::Column);
+            }
+
+            #[test]
+            fn encode_decode_identity_in_rpc(ti in arb_type_info(TypeContext::Rpc)) {
+                identity(&ti, TypeContext::Rpc);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut r = Reader::new(&bytes, "TYPE_INFO");
+                    if let Ok(ti) = TypeInfo::decode_in(&mut r, ctx) {
+                        let mut out = Vec::new();
+                        ti.encode(&mut out).unwrap();
+                        prop_assert_eq!(&out[..], &bytes[..r.position()]);
+                    }
+                }
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::fmt;
 
 use crate::tds::{DecodeError, EncodeError};
 
-use super::collation::{decode_cp1252, CharEncoding, Collation};
+use super::collation::{decode_cp1252, encode_cp1252, CharEncoding, Collation};
 use super::datetime::{
     date_from_bytes, date_to_bytes, time_from_bytes, time_len, time_to_bytes, Date, DateTime,
     DateTime2, DateTimeOffset, SmallDateTime, Time,
@@ -87,6 +87,25 @@ impl SqlValue {
         }
     }
 
+    /// A varchar value holding `text` in the encoding of `collation`, or
+    /// `None` if that encoding is not supported or cannot represent `text`.
+    pub fn varchar_from_text(text: &str, collation: Collation) -> Option<SqlValue> {
+        let bytes = encode_text(text, &collation)?;
+        Some(SqlValue::VarChar {
+            bytes,
+            collation: Some(collation),
+        })
+    }
+
+    /// Like [`SqlValue::varchar_from_text`], for char(n).
+    pub fn char_from_text(text: &str, collation: Collation) -> Option<SqlValue> {
+        let bytes = encode_text(text, &collation)?;
+        Some(SqlValue::Char {
+            bytes,
+            collation: Some(collation),
+        })
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             SqlValue::Null => "Null",
@@ -140,6 +159,14 @@ fn decode_text(bytes: &[u8], collation: Option<&Collation>) -> Option<String> {
     match collation?.encoding() {
         CharEncoding::Utf8 => String::from_utf8(bytes.to_vec()).ok(),
         CharEncoding::Windows1252 => Some(decode_cp1252(bytes)),
+        CharEncoding::CodePage(_) => None,
+    }
+}
+
+fn encode_text(text: &str, collation: &Collation) -> Option<Vec<u8>> {
+    match collation.encoding() {
+        CharEncoding::Utf8 => Some(text.as_bytes().to_vec()),
+        CharEncoding::Windows1252 => encode_cp1252(text),
         CharEncoding::CodePage(_) => None,
     }
 }
@@ -372,7 +399,8 @@ pub fn encode_value(ti: &TypeInfo, v: &SqlValue, out: &mut Vec<u8>) -> Result<()
     encode_value_in(ti, TypeContext::Column, v, out)
 }
 
-/// Writes `v` as a value of type `ti` framed for `ctx`.
+/// Writes `v` as a value of type `ti` framed for `ctx`. [`SqlValue::Raw`]
+/// is written unchanged: it must already be framed for `ti` and `ctx`.
 pub fn encode_value_in(
     ti: &TypeInfo,
     ctx: TypeContext,
@@ -808,6 +836,10 @@ mod tests {
             collation: Some(utf8),
         };
         assert_eq!(v.text().unwrap(), "caf\u{e9}");
+        assert_eq!(SqlValue::varchar_from_text("caf\u{e9}", utf8), Some(v));
+        let latin_value = SqlValue::char_from_text("\u{20ac}1", latin).unwrap();
+        assert!(matches!(&latin_value, SqlValue::Char { bytes, .. } if bytes == &[0x80, b'1']));
+        assert_eq!(SqlValue::varchar_from_text("\u{4e2d}", latin), None);
 
         let nchar = TypeInfo::VarLen {
             ty: VarLenType::NChar,
@@ -845,5 +877,35 @@ mod tests {
         let v = SqlValue::NVarChar("secret".into());
         assert_eq!(format!("{v:?}"), "NVarChar(<6 bytes redacted>)");
         assert!(!format!("{:?}", SqlValue::Int(42)).contains("42"));
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::tds::types::framing::decode_value_raw_in;
+        use crate::tds::types::testing::arb_typed;
+
+        proptest! {
+            #[test]
+            fn encode_decode_encode_identity((ti, v) in arb_typed()) {
+                for ctx in [TypeContext::Column, TypeContext::Rpc] {
+                    let mut bytes = Vec::new();
+                    encode_value_in(&ti, ctx, &v, &mut bytes).unwrap();
+
+                    let mut r = Reader::new(&bytes, "value");
+                    let raw = decode_value_raw_in(&ti, ctx, &mut r).unwrap();
+                    r.finish().unwrap();
+                    let decoded = decode_value(&ti, &raw).unwrap();
+
+                    let mut again = Vec::new();
+                    encode_value_in(&ti, ctx, &decoded, &mut again).unwrap();
+                    prop_assert_eq!(&again, &bytes);
+                    if !matches!(v, SqlValue::Real(_) | SqlValue::Float(_)) {
+                        prop_assert_eq!(&decoded, &v);
+                    }
+                }
+            }
+        }
     }
 }
