@@ -25,7 +25,7 @@ use super::error::TlsError;
 
 /// How to authenticate the upstream server.
 #[derive(Debug, Clone, Default)]
-pub struct ClientTlsOptions {
+pub struct ConnectorOptions {
     /// Host name sent as SNI and checked against the certificate.
     pub host_name: String,
     /// PEM file of CA certificates to trust instead of the system roots.
@@ -36,14 +36,15 @@ pub struct ClientTlsOptions {
 
 /// Connector configurations for one upstream server.
 #[derive(Debug, Clone)]
-pub struct ClientTls {
+pub struct TlsConnectors {
     prelogin: Arc<ClientConfig>,
     strict: Arc<ClientConfig>,
     server_name: ServerName<'static>,
+    verifies_certificates: bool,
 }
 
-impl ClientTls {
-    pub fn new(options: &ClientTlsOptions) -> Result<Self, TlsError> {
+impl TlsConnectors {
+    pub fn new(options: &ConnectorOptions) -> Result<Self, TlsError> {
         let server_name = ServerName::try_from(options.host_name.clone())
             .map_err(|_| TlsError::InvalidServerName(options.host_name.clone()))?;
 
@@ -51,11 +52,17 @@ impl ClientTls {
         let mut strict = prelogin.clone();
         strict.alpn_protocols = vec![ALPN_TDS_80.to_vec()];
 
-        Ok(ClientTls {
+        Ok(TlsConnectors {
             prelogin: Arc::new(prelogin),
             strict: Arc::new(strict),
             server_name,
+            verifies_certificates: !options.trust_server_certificate,
         })
+    }
+
+    /// False when any server certificate is accepted: the caller warns.
+    pub fn verifies_certificates(&self) -> bool {
+        self.verifies_certificates
     }
 
     /// The name the certificate is checked against, also sent as SNI.
@@ -74,7 +81,7 @@ impl ClientTls {
     }
 }
 
-fn client_config(options: &ClientTlsOptions) -> Result<ClientConfig, TlsError> {
+fn client_config(options: &ConnectorOptions) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -94,7 +101,7 @@ fn client_config(options: &ClientTlsOptions) -> Result<ClientConfig, TlsError> {
 }
 
 /// The configured CA file, or the system roots.
-fn root_store(options: &ClientTlsOptions) -> Result<RootCertStore, TlsError> {
+fn root_store(options: &ConnectorOptions) -> Result<RootCertStore, TlsError> {
     let certs = match &options.ca_file {
         Some(path) => certs::load_certificates(path)?,
         None => rustls_native_certs::load_native_certs().certs,
@@ -160,7 +167,7 @@ mod tests {
 
     #[test]
     fn strict_offers_tds_alpn_only_in_strict() {
-        let tls = ClientTls::new(&ClientTlsOptions {
+        let tls = TlsConnectors::new(&ConnectorOptions {
             host_name: "db.example.net".into(),
             trust_server_certificate: true,
             ..Default::default()
@@ -169,6 +176,7 @@ mod tests {
 
         assert_eq!(tls.strict.alpn_protocols, vec![b"tds/8.0".to_vec()]);
         assert!(tls.prelogin.alpn_protocols.is_empty());
+        assert!(!tls.verifies_certificates());
         assert_eq!(
             tls.server_name(),
             &ServerName::try_from("db.example.net").unwrap()
@@ -177,7 +185,7 @@ mod tests {
 
     #[test]
     fn an_unusable_host_name_is_refused() {
-        let err = ClientTls::new(&ClientTlsOptions {
+        let err = TlsConnectors::new(&ConnectorOptions {
             host_name: "not a host".into(),
             trust_server_certificate: true,
             ..Default::default()
@@ -189,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_is_a_file_error() {
-        let err = ClientTls::new(&ClientTlsOptions {
+        let err = TlsConnectors::new(&ConnectorOptions {
             host_name: "localhost".into(),
             ca_file: Some("/nonexistent/ca.pem".into()),
             trust_server_certificate: false,

@@ -106,7 +106,7 @@ fn classify_tls(bytes: &[u8]) -> Classification {
     };
     match client_hello_alpn(body) {
         Ok(protocols) => Classification::Done(FirstPacket::TlsClientHello {
-            offers_tds_80: protocols.iter().any(|p| *p == ALPN_TDS_80),
+            offers_tds_80: protocols.contains(&ALPN_TDS_80),
         }),
         Err(_) => Classification::Done(FirstPacket::Garbage),
     }
@@ -325,5 +325,15 @@ mod tests {
 
         assert_eq!(packet, FirstPacket::Garbage);
         assert_eq!(replay.pending(), [0x12, 0x01]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn classify_never_panics_and_asks_for_more_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Classification::NeedMore(total) = classify(&bytes) {
+                proptest::prop_assert!(total > bytes.len());
+                proptest::prop_assert!(total <= MAX_DETECT_LEN);
+            }
+        }
     }
 }

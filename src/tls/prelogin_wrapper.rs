@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::trace;
 
 use super::error::{framing_io, FramingError};
 
@@ -176,6 +177,7 @@ impl<S> PreloginWrapper<S> {
             .extend_from_slice(&prelogin_header(eom, len, self.packet_id));
         self.out.append(&mut self.payload);
         self.packet_id = self.packet_id.wrapping_add(1);
+        trace!(packet.len = len, packet.eom = eom, "prelogin packet out");
     }
 
     /// Parses a complete incoming header.
@@ -187,6 +189,11 @@ impl<S> PreloginWrapper<S> {
 
         self.header_filled = 0;
         self.payload_left = usize::from(len) - HEADER_LEN;
+        trace!(
+            packet.len = len,
+            packet.status = self.header[1],
+            "prelogin packet in"
+        );
         Ok(())
     }
 }
@@ -368,15 +375,15 @@ impl<S: AsyncWrite + Unpin> PreloginWrapper<S> {
         Poll::Ready(Ok(n))
     }
 
-    fn poll_flush_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes out everything buffered, the last packet with EOM.
+    fn poll_finish_packets(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_drain_out(cx))?;
 
         if !self.payload.is_empty() {
             self.seal_packet(true);
             ready!(self.poll_drain_out(cx))?;
         }
-
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -407,17 +414,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PreloginWrapper<S> {
             return this.poll_write_handshake(cx, buf);
         }
 
-        ready!(this.poll_flush_handshake(cx))?;
+        ready!(this.poll_finish_packets(cx))?;
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_flush_handshake(cx)
+        let this = self.get_mut();
+        ready!(this.poll_finish_packets(cx))?;
+
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_flush_handshake(cx))?;
+        ready!(this.poll_finish_packets(cx))?;
 
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
@@ -623,5 +633,30 @@ mod tests {
         let err = wrapper.read(&mut [0u8; 64]).await.unwrap_err();
         let inner = err.get_ref().and_then(|e| e.downcast_ref::<FramingError>());
         assert_eq!(inner, Some(&FramingError::RecordTooLong(0xFFFF)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wrapped_bytes_round_trip(
+            flights in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..3000), 1..4),
+            packet_size in 512usize..2048,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (sent, received) = runtime.block_on(async {
+                let (near, far) = tokio::io::duplex(64 * 1024);
+                let mut writer = PreloginWrapper::new(near, packet_size);
+                let mut reader = PreloginWrapper::new(far, 4096);
+                for flight in &flights {
+                    writer.write_all(flight).await.unwrap();
+                    writer.flush().await.unwrap();
+                }
+                drop(writer);
+
+                let mut received = Vec::new();
+                reader.read_to_end(&mut received).await.unwrap();
+                (flights.concat(), received)
+            });
+            proptest::prop_assert_eq!(sent, received);
+        }
     }
 }

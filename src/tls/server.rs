@@ -18,12 +18,12 @@ use super::error::TlsError;
 
 /// Acceptor configurations for one certificate.
 #[derive(Debug, Clone)]
-pub struct ServerTls {
+pub struct TlsAcceptors {
     prelogin: Arc<ServerConfig>,
     strict: Arc<ServerConfig>,
 }
 
-impl ServerTls {
+impl TlsAcceptors {
     /// Configurations presenting `identity`.
     pub fn new(identity: ServerIdentity) -> Result<Self, TlsError> {
         let mut prelogin = base_config(identity.clone())?;
@@ -35,7 +35,7 @@ impl ServerTls {
         let mut strict = base_config(identity)?;
         strict.alpn_protocols = vec![ALPN_TDS_80.to_vec()];
 
-        Ok(ServerTls {
+        Ok(TlsAcceptors {
             prelogin: Arc::new(prelogin),
             strict: Arc::new(strict),
         })
@@ -43,7 +43,7 @@ impl ServerTls {
 
     /// Configurations from a PEM certificate chain and key.
     pub fn from_pem_files(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
-        ServerTls::new(certs::load_pem_files(cert_path, key_path)?)
+        TlsAcceptors::new(certs::load_pem_files(cert_path, key_path)?)
     }
 
     /// Configurations with a self-signed certificate for `names`, kept in
@@ -54,7 +54,7 @@ impl ServerTls {
             None => certs::generate_self_signed(names)?.identity,
         };
 
-        ServerTls::new(identity)
+        TlsAcceptors::new(identity)
     }
 
     /// Acceptor for a TLS handshake inside PRELOGIN packets.
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn strict_offers_tds_alpn_and_prelogin_sends_no_tickets() {
-        let tls = ServerTls::self_signed(&["localhost".into()], None).unwrap();
+        let tls = TlsAcceptors::self_signed(&["localhost".into()], None).unwrap();
 
         assert_eq!(tls.strict.alpn_protocols, vec![b"tds/8.0".to_vec()]);
         assert!(tls.prelogin.alpn_protocols.is_empty());
@@ -101,6 +101,6 @@ mod tests {
             chain: one.chain,
             key: other.key,
         };
-        assert!(matches!(ServerTls::new(mixed), Err(TlsError::Config(_))));
+        assert!(matches!(TlsAcceptors::new(mixed), Err(TlsError::Config(_))));
     }
 }

@@ -18,16 +18,17 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::rustls::CommonState;
 use tokio_rustls::TlsStream;
 
-use super::client::ClientTls;
+use super::client::TlsConnectors;
 use super::error::{Peer, TlsError};
 use super::prelogin_wrapper::{Phase, PreloginWrapper};
 use super::replay::Replay;
-use super::server::ServerTls;
+use super::server::TlsAcceptors;
 
 /// Largest packet size on a leg that uses TLS: SQL Server refuses a larger
 /// network packet size when encryption is on, and it keeps each TDS packet
@@ -73,13 +74,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// encryption.
     pub async fn accept_prelogin(
         stream: S,
-        tls: &ServerTls,
+        tls: &TlsAcceptors,
         packet_size: usize,
         encryption: Encryption,
     ) -> Result<Self, TlsError> {
         let wrapper = PreloginWrapper::new(stream, packet_size);
-        let accepted = tls.prelogin_acceptor().accept(wrapper).await;
-        let tls_stream = accepted.map_err(|e| TlsError::from_handshake(e, Peer::Client))?;
+        let accepted = tls
+            .prelogin_acceptor()
+            .accept(wrapper)
+            .into_fallible()
+            .await;
+        let tls_stream = match accepted {
+            Ok(tls_stream) => tls_stream,
+            Err((err, wrapper)) => return Err(send_alert(err, wrapper, Peer::Client).await),
+        };
 
         Ok(Transport::after_prelogin_handshake(
             tls_stream.into(),
@@ -89,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
 
     /// Server role, TDS 8.0 strict: the TLS handshake is the first thing on
     /// the stream (replay the sniffed bytes with [`super::detect::detect`]).
-    pub async fn accept_strict(stream: S, tls: &ServerTls) -> Result<Self, TlsError> {
+    pub async fn accept_strict(stream: S, tls: &TlsAcceptors) -> Result<Self, TlsError> {
         let accepted = tls.strict_acceptor().accept(stream).await;
         let tls_stream = accepted.map_err(|e| TlsError::from_handshake(e, Peer::Client))?;
 
@@ -99,14 +107,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Client role, TDS 7.x: the handshake inside PRELOGIN packets.
     pub async fn connect_prelogin(
         stream: S,
-        tls: &ClientTls,
+        tls: &TlsConnectors,
         packet_size: usize,
         encryption: Encryption,
     ) -> Result<Self, TlsError> {
         let wrapper = PreloginWrapper::new(stream, packet_size);
         let name = tls.server_name().clone();
-        let connected = tls.prelogin_connector().connect(name, wrapper).await;
-        let tls_stream = connected.map_err(|e| TlsError::from_handshake(e, Peer::Server))?;
+        let connecting = tls.prelogin_connector().connect(name, wrapper);
+        let tls_stream = match connecting.into_fallible().await {
+            Ok(tls_stream) => tls_stream,
+            Err((err, wrapper)) => return Err(send_alert(err, wrapper, Peer::Server).await),
+        };
 
         Ok(Transport::after_prelogin_handshake(
             tls_stream.into(),
@@ -115,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     }
 
     /// Client role, TDS 8.0 strict: TLS first, offering ALPN `tds/8.0`.
-    pub async fn connect_strict(stream: S, tls: &ClientTls) -> Result<Self, TlsError> {
+    pub async fn connect_strict(stream: S, tls: &TlsConnectors) -> Result<Self, TlsError> {
         let name = tls.server_name().clone();
         let connected = tls.strict_connector().connect(name, stream).await;
         let tls_stream = connected.map_err(|e| TlsError::from_handshake(e, Peer::Server))?;
@@ -138,13 +149,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// plaintext on the raw stream. Flushes what was written first.
     ///
     /// Fails if the peer sent more over TLS than was read, since those bytes
-    /// could be neither returned as plaintext TDS nor dropped silently.
-    pub async fn end_login_encryption(mut self) -> Result<Self, TlsError> {
-        let peer = self.peer();
-        let Transport::Prelogin(tls_stream) = &mut self else {
-            return Err(TlsError::WrongState(
-                "login-only downgrade of a non-prelogin leg",
-            ));
+    /// could be neither returned as plaintext TDS nor dropped silently. The
+    /// transport is consumed either way: a leg that was not set up with
+    /// [`Encryption::LoginOnly`] gives [`TlsError::WrongState`], a bug in the
+    /// caller.
+    pub async fn end_login_encryption(self) -> Result<Self, TlsError> {
+        let Transport::Prelogin(mut tls_stream) = self else {
+            return Err(TlsError::WrongState("login-only downgrade without tls"));
         };
         if tls_stream.get_ref().0.phase() != Phase::RecordBounded {
             return Err(TlsError::WrongState(
@@ -152,17 +163,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             ));
         }
 
-        let peer = peer.unwrap_or(Peer::Client);
+        let peer = remote_of(&tls_stream);
         tls_stream
             .flush()
             .await
             .map_err(|source| TlsError::Io { peer, source })?;
-
-        let Transport::Prelogin(tls_stream) = self else {
-            return Err(TlsError::WrongState(
-                "login-only downgrade of a non-prelogin leg",
-            ));
-        };
         abandon(*tls_stream, peer)
     }
 
@@ -191,15 +196,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             Transport::Strict(tls) => Some(tls.get_ref().1),
         }
     }
-
-    /// The remote end when TLS is in use.
-    fn peer(&self) -> Option<Peer> {
-        match self {
-            Transport::Plain(_) => None,
-            Transport::Prelogin(tls) => Some(remote_of(tls)),
-            Transport::Strict(tls) => Some(remote_of(tls)),
-        }
-    }
 }
 
 /// The remote end of a TLS stream: our role's opposite.
@@ -208,6 +204,22 @@ fn remote_of<T>(tls: &TlsStream<T>) -> Peer {
         TlsStream::Client(_) => Peer::Server,
         TlsStream::Server(_) => Peer::Client,
     }
+}
+
+/// How long a failed handshake may take to deliver its alert to the peer.
+const ALERT_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After a failed handshake the TLS engine has written its alert into the
+/// wrapper without flushing it; sends it in a final 0x12 packet so the peer
+/// learns why, then classifies the error.
+async fn send_alert<S: AsyncWrite + Unpin>(
+    err: io::Error,
+    mut wrapper: PreloginWrapper<S>,
+    peer: Peer,
+) -> TlsError {
+    let _ = tokio::time::timeout(ALERT_FLUSH_TIMEOUT, wrapper.flush()).await;
+
+    TlsError::from_handshake(err, peer)
 }
 
 /// Drops the TLS session and returns the raw stream, with any bytes the
