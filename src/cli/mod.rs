@@ -10,6 +10,7 @@ use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod check;
 pub mod dump;
+pub mod sandbox;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;
@@ -37,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and exit.
     Check,
+    /// Run the embedded stand-in server alone.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Runs the parsed command line.
@@ -51,6 +54,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             check::run(&config)
+        }
+        Some(Command::Sandbox(ref args)) => {
+            let Some(config) = load_config(&cli, &overrides) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            init_logging(&config.log.level, config.log.format);
+            sandbox::run(&config, args)
         }
     }
 }

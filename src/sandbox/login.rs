@@ -18,8 +18,8 @@ use crate::tds::token::env_change::{
 };
 use crate::tds::token::feature_ext_ack::FEATURE_UTF8_SUPPORT;
 use crate::tds::token::{
-    Done, DoneKind, DoneStatus, EnvChange, FeatureAck, FeatureExtAck, InfoError, LoginAck,
-    Routing, TdsVersion, Token, UcsString,
+    Done, DoneKind, DoneStatus, EnvChange, FeatureAck, FeatureExtAck, InfoError, LoginAck, Routing,
+    TdsVersion, Token, UcsString,
 };
 
 /// Product version announced in PRELOGIN and LOGINACK: SQL Server 2022 RTM,
@@ -239,10 +239,18 @@ impl SessionStart {
 pub fn success_tokens(session: &SessionStart) -> Vec<Token> {
     let mut tokens = vec![
         env_text(ENV_DATABASE, &session.database, &session.database),
-        info(INFO_DATABASE_CHANGED, 2, &database_changed(&session.database)),
+        info(
+            INFO_DATABASE_CHANGED,
+            2,
+            &database_changed(&session.database),
+        ),
         collation_change(),
         env_text(ENV_LANGUAGE, LANGUAGE, ""),
-        info(INFO_LANGUAGE_CHANGED, 1, &format!("Changed language setting to {LANGUAGE}.")),
+        info(
+            INFO_LANGUAGE_CHANGED,
+            1,
+            &format!("Changed language setting to {LANGUAGE}."),
+        ),
         Token::LoginAck(login_ack(session.tds_version)),
         packet_size_change(session.packet_size),
     ];
@@ -264,7 +272,7 @@ pub fn routing_tokens(session: &SessionStart, host: &str, port: u16) -> Vec<Toke
             port,
             server: UcsString::from(host),
         },
-        old: Vec::new(),
+        old: Some(Vec::new()),
     });
     let done_at = tokens.len().saturating_sub(1);
     tokens.insert(done_at, routing);
@@ -311,7 +319,11 @@ pub fn collation_change() -> Token {
 }
 
 fn packet_size_change(size: usize) -> Token {
-    env_text(ENV_PACKETSIZE, &size.to_string(), &DEFAULT_PACKET_SIZE.to_string())
+    env_text(
+        ENV_PACKETSIZE,
+        &size.to_string(),
+        &DEFAULT_PACKET_SIZE.to_string(),
+    )
 }
 
 fn login_ack(version: TdsVersion) -> LoginAck {
@@ -320,7 +332,12 @@ fn login_ack(version: TdsVersion) -> LoginAck {
         interface: INTERFACE_TSQL,
         tds_version: version,
         prog_name: UcsString::from(PROG_NAME),
-        prog_version: [PRODUCT_VERSION.major, PRODUCT_VERSION.minor, build[0], build[1]],
+        prog_version: [
+            PRODUCT_VERSION.major,
+            PRODUCT_VERSION.minor,
+            build[0],
+            build[1],
+        ],
     }
 }
 
@@ -445,11 +462,17 @@ mod tests {
         let (Token::InfoError(a), Token::InfoError(b)) = (&ours[1], &real[1]) else {
             panic!("not INFO")
         };
-        assert_eq!((a.number, a.state, a.class, &a.message), (b.number, b.state, b.class, &b.message));
+        assert_eq!(
+            (a.number, a.state, a.class, &a.message),
+            (b.number, b.state, b.class, &b.message)
+        );
         let (Token::LoginAck(a), Token::LoginAck(b)) = (&ours[5], &real[5]) else {
             panic!("not LOGINACK")
         };
-        assert_eq!((a.interface, a.tds_version, &a.prog_name), (b.interface, b.tds_version, &b.prog_name));
+        assert_eq!(
+            (a.interface, a.tds_version, &a.prog_name),
+            (b.interface, b.tds_version, &b.prog_name)
+        );
         assert_eq!(a.prog_version[0], 16);
     }
 
@@ -475,7 +498,12 @@ mod tests {
         };
         assert!(d.status.has(DoneStatus::ERROR));
         let bytes = encode_all(&tokens, &mut TokenContext::default()).expect("encodes");
-        assert_eq!(decode_all(&bytes, &mut TokenContext::default()).expect("decodes").len(), 2);
+        assert_eq!(
+            decode_all(&bytes, &mut TokenContext::default())
+                .expect("decodes")
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -486,7 +514,10 @@ mod tests {
             panic!("not ENVCHANGE")
         };
         let routing = e.routing().expect("routing");
-        assert_eq!((routing.port, routing.server.to_string_lossy().as_str()), (11000, "worker.local"));
+        assert_eq!(
+            (routing.port, routing.server.to_string_lossy().as_str()),
+            (11000, "worker.local")
+        );
         assert_eq!(tokens[n - 1].name(), "DONE");
     }
 
@@ -500,12 +531,15 @@ mod tests {
         };
         assert!(ack.0.is_empty());
         session.has_feature_ext = false;
-        assert!(!success_tokens(&session).iter().any(|t| t.name() == "FEATUREEXTACK"));
+        assert!(!success_tokens(&session)
+            .iter()
+            .any(|t| t.name() == "FEATUREEXTACK"));
     }
 
     #[test]
     fn prelogin_response_echoes_like_sql_server_2022() {
-        let client_bytes = include_bytes!("../../fixtures/client-first-packets/tedious-prelogin.bin");
+        let client_bytes =
+            include_bytes!("../../fixtures/client-first-packets/tedious-prelogin.bin");
         let client = PreLogin::decode(&client_bytes[8..]).expect("client prelogin");
         let ours = prelogin_response(&client, EncryptionChoice::Full);
         let tokens: Vec<u8> = ours.options().iter().map(|o| o.token).collect();
@@ -532,10 +566,22 @@ mod tests {
 
     #[test]
     fn encryption_choices() {
-        assert_eq!(choose_encryption(Encryption::Off, false), EncryptionChoice::LoginOnly);
-        assert_eq!(choose_encryption(Encryption::Required, false), EncryptionChoice::Full);
-        assert_eq!(choose_encryption(Encryption::NotSupported, true), EncryptionChoice::Plaintext);
-        assert_eq!(choose_encryption(Encryption::NotSupported, false), EncryptionChoice::Refused);
+        assert_eq!(
+            choose_encryption(Encryption::Off, false),
+            EncryptionChoice::LoginOnly
+        );
+        assert_eq!(
+            choose_encryption(Encryption::Required, false),
+            EncryptionChoice::Full
+        );
+        assert_eq!(
+            choose_encryption(Encryption::NotSupported, true),
+            EncryptionChoice::Plaintext
+        );
+        assert_eq!(
+            choose_encryption(Encryption::NotSupported, false),
+            EncryptionChoice::Refused
+        );
     }
 
     #[test]
@@ -543,7 +589,10 @@ mod tests {
         assert_eq!(negotiated_version(login7::version::TDS80), TdsVersion::V7_4);
         assert_eq!(negotiated_version(login7::version::TDS74), TdsVersion::V7_4);
         assert_eq!(negotiated_version(login7::version::TDS71), TdsVersion::V7_1);
-        assert_eq!(negotiated_version(login7::version::TDS73B), TdsVersion::V7_3B);
+        assert_eq!(
+            negotiated_version(login7::version::TDS73B),
+            TdsVersion::V7_3B
+        );
         assert_eq!(negotiated_packet_size(0), 4096);
         assert_eq!(negotiated_packet_size(100), 512);
         assert_eq!(negotiated_packet_size(8000), 8000);
@@ -561,7 +610,10 @@ mod tests {
         *login.password = "pw".to_owned();
         assert_eq!(authenticate(&login, &users), Ok(()));
         *login.password = "px".to_owned();
-        assert_eq!(authenticate(&login, &users), Err(LoginRefusal::WrongPassword));
+        assert_eq!(
+            authenticate(&login, &users),
+            Err(LoginRefusal::WrongPassword)
+        );
         login.username = "bob".to_owned();
         assert_eq!(authenticate(&login, &users), Err(LoginRefusal::UnknownUser));
     }

@@ -170,6 +170,8 @@ pub struct Session {
     pub(crate) prepared: HashMap<i32, Prepared>,
     pub(crate) next_handle: i32,
     pub(crate) proc_depth: u32,
+    pub(crate) last_error: i32,
+    pub(crate) last_abort: bool,
 }
 
 impl fmt::Debug for Session {
@@ -199,6 +201,8 @@ impl Session {
             prepared: HashMap::new(),
             next_handle: 1,
             proc_depth: 0,
+            last_error: 0,
+            last_abort: false,
         }
     }
 
