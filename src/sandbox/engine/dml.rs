@@ -145,6 +145,7 @@ pub(crate) fn insert(tr: &mut Translator<'_>, ins: &mut Insert, db: &str, identi
                     }
                     let mut items = Vec::with_capacity(names.len());
                     for (e, c) in row.iter_mut().zip(&shape.explicit) {
+                        tr.note_target(e, c.ty);
                         tr.expr(e, false)?;
                         items.push(store(&e.to_string(), c, &label));
                     }
@@ -204,6 +205,7 @@ pub(crate) fn update(
         if col.identity {
             return Err(SqlError::new(8102, format!("Cannot update identity column '{}'.", col.name)));
         }
+        tr.note_target(&a.value, col.ty);
         tr.expr(&mut a.value, false)?;
         sets.push(format!("{} = {}", quote(&col.name), store(&a.value.to_string(), &col, &label)));
     }

@@ -133,10 +133,44 @@ pub(crate) fn parse_batch(sql: &str) -> Result<Vec<Statement>, SqlError> {
     }
     let dialect = MsSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| parse_error(&e.to_string()))?;
-    Parser::new(&dialect)
-        .with_tokens_with_locations(normalize(tokens))
-        .parse_statements()
-        .map_err(|e| parse_error(&e.to_string()))
+    let mut tokens = normalize(tokens);
+    // T-SQL does not need `;` between statements; the parser does. Where it stops at a
+    // statement keyword expecting the end of a statement, a `;` is inserted and the batch
+    // parsed again.
+    for _ in 0..MAX_IMPLIED_SEPARATORS {
+        let err = match Parser::new(&dialect).with_tokens_with_locations(tokens.clone()).parse_statements() {
+            Ok(statements) => return Ok(statements),
+            Err(e) => e.to_string(),
+        };
+        let Some(at) = separator_position(&tokens, &err) else {
+            return Err(parse_error(&err));
+        };
+        let span = tokens.get(at).map(|t| t.span).unwrap_or(sqlparser::tokenizer::Span::empty());
+        tokens.insert(at, TokenWithSpan { token: Token::SemiColon, span });
+    }
+    Err(SqlError::unsupported("this many statements without `;` in one batch"))
+}
+
+/// Statements one batch may leave without a `;` separator (each costs one more parse).
+const MAX_IMPLIED_SEPARATORS: usize = 512;
+
+const STATEMENT_WORDS: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "SET", "DECLARE", "IF", "BEGIN", "COMMIT", "ROLLBACK",
+    "EXEC", "EXECUTE", "CREATE", "DROP", "ALTER", "USE", "RETURN", "TRUNCATE", "WITH", "PRINT",
+];
+
+/// Index of the statement keyword a parse error stopped at, if a `;` before it could help.
+fn separator_position(tokens: &[TokenWithSpan], err: &str) -> Option<usize> {
+    if !err.contains("Expected: end of statement") && !err.contains("Expected: ;") {
+        return None;
+    }
+    let line: u64 = err.split("Line: ").nth(1)?.split(',').next()?.trim().parse().ok()?;
+    let column: u64 = err.split("Column: ").nth(1)?.trim().parse().ok()?;
+    let at = tokens.iter().position(|t| t.span.start.line == line && t.span.start.column == column)?;
+    let is_keyword = STATEMENT_WORDS.iter().any(|w| word_is(&tokens[at], w));
+    let previous = tokens[..at].iter().rev().find(|t| !matches!(t.token, Token::Whitespace(_)));
+    let already = previous.is_some_and(|t| t.token == Token::SemiColon);
+    (is_keyword && !already).then_some(at)
 }
 
 fn statement_line(st: &Statement) -> u32 {
@@ -795,6 +829,11 @@ mod tests {
         assert!(parse_batch("BEGIN TRAN; COMMIT TRAN").is_ok());
         assert_eq!(parse_batch("SET ANSI_WARNINGS ON, ANSI_PADDING ON").unwrap().len(), 2);
         assert!(parse_batch("CREATE TABLE t (id int PRIMARY KEY CLUSTERED)").is_ok());
+    }
+
+    #[test]
+    fn statements_without_separators() {
+        assert_eq!(parse_batch("SET NOCOUNT ON\nSELECT 1\nSELECT 2 FROM t WHERE a = 1\nINSERT INTO t VALUES (1)").unwrap().len(), 4);
     }
 
     #[test]

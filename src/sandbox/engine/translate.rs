@@ -228,6 +228,15 @@ impl<'a> Translator<'a> {
         Self { conn, vars, sys, binds: Vec::new(), views: Vec::new(), scopes: Vec::new(), compared: Vec::new(), lenient_vars: false }
     }
 
+    /// Records that a parameter is written to a column of type `ty` (parameter inference).
+    pub fn note_target(&mut self, e: &Expr, ty: SqlType) {
+        if let Expr::Identifier(id) = e {
+            if self.lenient_vars && id.value.starts_with('@') && !id.value.starts_with("@@") && !self.vars.contains_key(&id.value.to_ascii_lowercase()) {
+                self.compared.push((id.value.clone(), ty));
+            }
+        }
+    }
+
     fn bind(&mut self, v: SqliteValue) -> Expr {
         self.binds.push(v);
         Expr::Value(AstValue::Placeholder(format!("?{}", self.binds.len())).with_empty_span())
