@@ -33,7 +33,7 @@ use crate::relay::reply::{fatal_error_default, prelogin_response};
 use crate::relay::upstream::read_message;
 use crate::tds::packet::{Packet, PacketType, DEFAULT_PACKET_SIZE, HEADER_LEN};
 use crate::tds::prelogin::{Encryption, PreLogin, MAX_PRELOGIN_LEN};
-use crate::tls::{detect, Encryption as TlsMode, FirstPacket, Replay, ServerTls, Transport};
+use crate::tls::{detect, Encryption as TlsMode, FirstPacket, Replay, TlsAcceptors, Transport};
 
 /// The application leg's stream.
 pub type ClientStream = Transport<Replay<TcpStream>>;
@@ -78,7 +78,7 @@ impl ClientEncryption {
 #[derive(Clone)]
 pub struct ClientSettings {
     pub tls: ListenTls,
-    pub server_tls: Option<Arc<ServerTls>>,
+    pub server_tls: Option<Arc<TlsAcceptors>>,
 }
 
 /// An application that has sent its LOGIN7.
@@ -196,7 +196,7 @@ async fn start_tls(
         .map_err(RelayError::tls(Leg::Client))
 }
 
-fn server_tls(settings: &ClientSettings) -> Result<&ServerTls, RelayError> {
+fn server_tls(settings: &ClientSettings) -> Result<&TlsAcceptors, RelayError> {
     settings
         .server_tls
         .as_deref()

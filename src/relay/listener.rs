@@ -20,7 +20,7 @@ use crate::relay::connection::{self, Settings};
 use crate::relay::error::{Leg, RelayError};
 use crate::relay::hook::{PassThrough, RewriterFactory};
 use crate::relay::upstream::{Target, UpstreamSettings};
-use crate::tls::ServerTls;
+use crate::tls::TlsAcceptors;
 
 /// Time an application has for PRELOGIN, TLS and LOGIN7. Drivers default
 /// their login timeout to 15-30 s; 60 s leaves them the first word while
@@ -182,19 +182,19 @@ fn settings(
 
 /// The application leg's certificate: from files, or generated for
 /// loopback use and kept in `data_dir`.
-fn server_tls(listen: &ListenConfig) -> Result<Option<ServerTls>, RelayError> {
+fn server_tls(listen: &ListenConfig) -> Result<Option<TlsAcceptors>, RelayError> {
     if listen.tls == ListenTls::Off {
         return Ok(None);
     }
     let tls = match (&listen.cert_file, &listen.key_file) {
-        (Some(cert), Some(key)) => ServerTls::from_pem_files(cert, key),
+        (Some(cert), Some(key)) => TlsAcceptors::from_pem_files(cert, key),
         _ => {
             let names: Vec<String> = LOOPBACK_NAMES.iter().map(|n| n.to_string()).collect();
             info!(
                 data_dir = %listen.data_dir.display(),
                 "no listen.cert_file: using a self-signed certificate for loopback use"
             );
-            ServerTls::self_signed(&names, Some(&listen.data_dir))
+            TlsAcceptors::self_signed(&names, Some(&listen.data_dir))
         }
     };
     tls.map(Some).map_err(RelayError::tls(Leg::Client))

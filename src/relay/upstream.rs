@@ -22,7 +22,7 @@ use crate::tds::packet::{
     encode_message, Assembled, MessageAssembler, PacketType, DEFAULT_PACKET_SIZE,
 };
 use crate::tds::prelogin::{Encryption, PreLogin, MAX_PRELOGIN_LEN};
-use crate::tls::{ClientTls, ClientTlsOptions, Encryption as TlsMode, Transport};
+use crate::tls::{TlsConnectors, ConnectorOptions, Encryption as TlsMode, Transport};
 
 /// The server leg's stream.
 pub type ServerStream = Transport<TcpStream>;
@@ -96,19 +96,19 @@ async fn connect_inner(
     Ok(ServerConn { stream, addr })
 }
 
-fn client_tls(target: &Target, settings: &UpstreamSettings) -> Result<ClientTls, RelayError> {
-    let options = ClientTlsOptions {
+fn client_tls(target: &Target, settings: &UpstreamSettings) -> Result<TlsConnectors, RelayError> {
+    let options = ConnectorOptions {
         host_name: target.host.clone(),
         ca_file: settings.ca_file.clone(),
         trust_server_certificate: settings.trust_server_certificate,
     };
-    ClientTls::new(&options).map_err(RelayError::tls(Leg::Server))
+    TlsConnectors::new(&options).map_err(RelayError::tls(Leg::Server))
 }
 
 /// TDS 7.x: PRELOGIN in the clear, then TLS inside PRELOGIN packets.
 async fn prelogin_then_tls(
     mut tcp: TcpStream,
-    tls: &ClientTls,
+    tls: &TlsConnectors,
     fed_auth: Option<bool>,
 ) -> Result<ServerStream, RelayError> {
     let answer = exchange_prelogin(&mut tcp, fed_auth).await?;
@@ -121,7 +121,7 @@ async fn prelogin_then_tls(
 /// TDS 8.0 strict: TLS first, PRELOGIN inside it.
 async fn tls_then_prelogin(
     tcp: TcpStream,
-    tls: &ClientTls,
+    tls: &TlsConnectors,
     fed_auth: Option<bool>,
 ) -> Result<ServerStream, RelayError> {
     let mut stream = Transport::connect_strict(tcp, tls)
