@@ -711,6 +711,20 @@ mod tests {
     }
 
     #[test]
+    fn name_of_128_characters_is_not_a_batch_flag_from_72_on() {
+        let payload = &rpc_messages(CAPTURES[0])[0];
+        let mut req = decode_ok(payload);
+        let long_name = format!("@{}", "p".repeat(127));
+        req.calls[0].params[4].name = long_name.clone();
+        let bytes = req.to_bytes().unwrap();
+        assert!(bytes.contains(&BATCH_FLAG_PRE_72));
+
+        let again = decode_ok(&bytes);
+        assert_eq!(again.calls.len(), 1);
+        assert_eq!(again.calls[0].params[4].name, long_name);
+    }
+
+    #[test]
     fn encrypted_parameter_with_cipher_info() {
         let mut param = RpcParam::new(
             "@p",
