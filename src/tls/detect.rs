@@ -329,7 +329,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn classify_never_panics_and_asks_for_more_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+        fn classify_never_panics_and_asks_for_more_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
             if let Classification::NeedMore(total) = classify(&bytes) {
                 proptest::prop_assert!(total > bytes.len());
                 proptest::prop_assert!(total <= MAX_DETECT_LEN);

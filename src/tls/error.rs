@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 use tokio_rustls::rustls;
 
+use super::prelogin_wrapper::MAX_PACKET_LEN;
+
 /// The remote end of a TLS session, seen from tdsguard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -59,7 +61,7 @@ pub enum FramingError {
     UnexpectedPacketType(u8),
 
     /// A packet header whose length is below the header size or above the cap.
-    #[error("packet length {0} is outside 8..={max}", max = super::prelogin_wrapper::MAX_PACKET_LEN)]
+    #[error("packet length {0} is outside 8..={MAX_PACKET_LEN}")]
     BadPacketLength(u16),
 
     /// The stream ended inside a packet header or payload.

@@ -638,7 +638,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn wrapped_bytes_round_trip(
-            flights in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..3000), 1..4),
+            flights in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 1..3000),
+                1..4,
+            ),
             packet_size in 512usize..2048,
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
