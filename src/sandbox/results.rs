@@ -23,12 +23,14 @@ use crate::sandbox::engine::session::{
 use crate::sandbox::engine::types::{Len, SqlType, Time, Value};
 use crate::sandbox::login;
 use crate::tds::packet::HEADER_LEN;
-use crate::tds::token::env_change::{ENV_BEGINTRAN, ENV_COMMITTRAN, ENV_DATABASE, ENV_ROLLBACKTRAN};
+use crate::tds::token::env_change::{
+    ENV_BEGINTRAN, ENV_COMMITTRAN, ENV_DATABASE, ENV_ROLLBACKTRAN,
+};
 use crate::tds::token::return_value::STATUS_OUTPUT_PARAM;
 use crate::tds::token::{
     ColMetadata, ColumnData, Done, DoneKind, DoneStatus, EnvChange as TdsEnvChange, RawValue,
-    ReturnStatus, ReturnValue as TdsReturnValue, Row, TdsVersion, Token, TokenContext,
-    TypeInfoRaw, UcsString, NBCROW, ROW,
+    ReturnStatus, ReturnValue as TdsReturnValue, Row, TdsVersion, Token, TokenContext, TypeInfoRaw,
+    UcsString, NBCROW, ROW,
 };
 use crate::tds::types::collation::encode_cp1252;
 use crate::tds::types::datetime::{self as wire, Civil};
@@ -168,7 +170,6 @@ impl TokenWriter {
             .map_err(|_| WriteStop::Disconnected)
     }
 }
-
 
 /// Collation of every character column: SQL_Latin1_General_CP1_CI_AS.
 pub fn default_collation() -> Collation {
@@ -465,17 +466,26 @@ fn binary(ty: &SqlType, v: &Value) -> Option<SqlValue> {
 
 fn temporal(ty: &SqlType, v: &Value) -> Option<SqlValue> {
     match (ty, v) {
-        (SqlType::Date, Value::Date(d)) => Some(SqlValue::Date(wire::Date::from_ymd(d.year, d.month, d.day)?)),
+        (SqlType::Date, Value::Date(d)) => Some(SqlValue::Date(wire::Date::from_ymd(
+            d.year, d.month, d.day,
+        )?)),
         (SqlType::Date, Value::DateTime2(dt)) => temporal(ty, &Value::Date(dt.date)),
         (SqlType::Time(scale), Value::Time(t)) => Some(SqlValue::Time(wire_time(t, *scale)?)),
-        (SqlType::DateTime2(scale), v) => {
-            Some(SqlValue::DateTime2(wire::DateTime2::from_civil(&civil(v)?, *scale)?))
-        }
+        (SqlType::DateTime2(scale), v) => Some(SqlValue::DateTime2(wire::DateTime2::from_civil(
+            &civil(v)?,
+            *scale,
+        )?)),
         (SqlType::DateTime, v) => Some(SqlValue::DateTime(wire::DateTime::from_civil(&civil(v)?)?)),
-        (SqlType::SmallDateTime, v) => {
-            Some(SqlValue::SmallDateTime(wire::SmallDateTime::from_civil(&civil(v)?)?))
-        }
-        (SqlType::DateTimeOffset(scale), Value::DateTimeOffset { datetime, offset_minutes }) => {
+        (SqlType::SmallDateTime, v) => Some(SqlValue::SmallDateTime(
+            wire::SmallDateTime::from_civil(&civil(v)?)?,
+        )),
+        (
+            SqlType::DateTimeOffset(scale),
+            Value::DateTimeOffset {
+                datetime,
+                offset_minutes,
+            },
+        ) => {
             let c = civil(&Value::DateTime2(*datetime))?;
             let dto = wire::DateTimeOffset::from_local_civil(&c, *offset_minutes, *scale)?;
             Some(SqlValue::DateTimeOffset(dto))
@@ -523,6 +533,16 @@ fn guid_wire_order(g: &[u8; 16]) -> [u8; 16] {
     w
 }
 
+/// What an RPC returns after its statements (2.2.7.18, 2.2.7.19): SQL Server
+/// sends RETURNSTATUS, then the RETURNVALUEs, then DONEPROC.
+#[derive(Default)]
+struct RpcTail {
+    status: Option<i32>,
+    values: Vec<(u16, Token)>,
+    error: bool,
+    in_transaction: bool,
+}
+
 /// One result column as the sink encodes it.
 struct Column {
     ty: SqlType,
@@ -543,6 +563,8 @@ pub struct TdsSink {
     row_buf: Vec<u8>,
     stopped: Option<WriteStop>,
     failed: bool,
+    rpc: Option<RpcTail>,
+    produced: bool,
 }
 
 impl TdsSink {
@@ -555,7 +577,42 @@ impl TdsSink {
             row_buf: Vec::new(),
             stopped: None,
             failed: false,
+            rpc: None,
+            produced: false,
         }
+    }
+
+    /// Starts one RPC call: statement DONEs become DONEINPROC and the
+    /// procedure's status and output values wait for [`TdsSink::end_rpc`].
+    pub fn begin_rpc(&mut self) {
+        self.rpc = Some(RpcTail::default());
+    }
+
+    /// Ends an RPC call with RETURNSTATUS, RETURNVALUEs and DONEPROC.
+    pub fn end_rpc(&mut self) {
+        let Some(mut tail) = self.rpc.take() else {
+            return;
+        };
+        if let Some(status) = tail.status {
+            self.write(&Token::ReturnStatus(ReturnStatus(status)));
+        }
+        tail.values.sort_by_key(|(ordinal, _)| *ordinal);
+        for (_, token) in &tail.values {
+            self.write(token);
+        }
+        let mut status = 0;
+        if tail.error {
+            status |= DoneStatus::ERROR;
+        }
+        if tail.in_transaction {
+            status |= DoneStatus::INXACT;
+        }
+        self.hold_done(Done {
+            kind: DoneKind::DoneProc,
+            status: DoneStatus(status),
+            cur_cmd: 0,
+            row_count: 0,
+        });
     }
 
     /// Whether the client cancelled or left; the engine should stop.
@@ -584,6 +641,7 @@ impl TdsSink {
         if self.stopped.is_some() {
             return;
         }
+        self.produced = true;
         if let Err(stop) = f(&mut self.out) {
             debug!(reason = %stop, "response stopped");
             self.stopped = Some(stop);
@@ -607,19 +665,26 @@ impl TdsSink {
             e.line = line;
         }
         self.failed |= class > 10;
+        if let Some(tail) = self.rpc.as_mut() {
+            tail.error |= class > 10;
+        }
         self.write(&token);
     }
 
     /// Ends the response: `final_done` (after the held-back DONE, which
     /// then gets MORE) or else the held-back DONE is the last token.
     pub fn finish(mut self, final_done: Option<Done>) {
-        match final_done {
+        let last = final_done.or_else(|| self.pending_done.take());
+        match last {
             Some(done) => self.write(&Token::Done(done)),
-            None => {
-                if let Some(done) = self.pending_done.take() {
-                    self.record(|out| out.token(&Token::Done(done)));
-                }
-            }
+            // An empty batch is still answered with a DONE.
+            None if !self.produced => self.write(&Token::Done(Done {
+                kind: DoneKind::Done,
+                status: DoneStatus::default(),
+                cur_cmd: 0,
+                row_count: 0,
+            })),
+            None => {}
         }
         if let Err(err) = self.out.finish() {
             debug!(reason = %err, "response not finished");
@@ -668,7 +733,12 @@ impl TdsSink {
         result
     }
 
-    fn encode_values(&self, values: &[Value], nbc: bool, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    fn encode_values(
+        &self,
+        values: &[Value],
+        nbc: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         if values.len() != self.columns.len() {
             return Err(EncodeError::Inconsistent {
                 structure: "ROW",
@@ -741,7 +811,11 @@ fn push_null_bitmap(values: &[Value], buf: &mut Vec<u8>) {
 /// ENVCHANGE for a transaction descriptor (8 bytes LE, 2.2.7.9 types 8-10).
 fn transaction_change(env_type: u8, descriptor: u64, begin: bool) -> Token {
     let bytes = descriptor.to_le_bytes().to_vec();
-    let (new, old) = if begin { (bytes, Vec::new()) } else { (Vec::new(), bytes) };
+    let (new, old) = if begin {
+        (bytes, Vec::new())
+    } else {
+        (Vec::new(), bytes)
+    };
     Token::EnvChange(TdsEnvChange::Bytes { env_type, new, old })
 }
 
@@ -765,6 +839,14 @@ impl ResultSink for TdsSink {
     }
 
     fn done(&mut self, info: DoneInfo) {
+        if let Some(tail) = self.rpc.as_mut() {
+            tail.error |= info.error;
+            tail.in_transaction = info.in_transaction;
+            if tail.status.is_some() {
+                // The procedure's own end: DONEPROC follows in end_rpc.
+                return;
+            }
+        }
         let mut status = 0;
         if info.row_count.is_some() {
             status |= DoneStatus::COUNT;
@@ -775,10 +857,19 @@ impl ResultSink for TdsSink {
         if info.in_transaction {
             status |= DoneStatus::INXACT;
         }
-        let cur_cmd = if self.in_result_set { CUR_CMD_SELECT } else { 0 };
+        let cur_cmd = if self.in_result_set {
+            CUR_CMD_SELECT
+        } else {
+            0
+        };
         self.in_result_set = false;
+        let in_proc = info.in_proc || self.rpc.is_some();
         self.hold_done(Done {
-            kind: if info.in_proc { DoneKind::DoneInProc } else { DoneKind::Done },
+            kind: if in_proc {
+                DoneKind::DoneInProc
+            } else {
+                DoneKind::Done
+            },
             status: DoneStatus(status),
             cur_cmd,
             row_count: info.row_count.unwrap_or(0),
@@ -794,10 +885,18 @@ impl ResultSink for TdsSink {
         let token = match change {
             EngineEnvChange::Database { old, new } => {
                 self.write(&login::env_text(ENV_DATABASE, &new, &old));
-                login::info(login::INFO_DATABASE_CHANGED, 1, &login::database_changed(&new))
+                login::info(
+                    login::INFO_DATABASE_CHANGED,
+                    1,
+                    &login::database_changed(&new),
+                )
             }
-            EngineEnvChange::BeginTran { descriptor } => transaction_change(ENV_BEGINTRAN, descriptor, true),
-            EngineEnvChange::Commit { descriptor } => transaction_change(ENV_COMMITTRAN, descriptor, false),
+            EngineEnvChange::BeginTran { descriptor } => {
+                transaction_change(ENV_BEGINTRAN, descriptor, true)
+            }
+            EngineEnvChange::Commit { descriptor } => {
+                transaction_change(ENV_COMMITTRAN, descriptor, false)
+            }
             EngineEnvChange::Rollback { descriptor } => {
                 transaction_change(ENV_ROLLBACKTRAN, descriptor, false)
             }
@@ -806,13 +905,20 @@ impl ResultSink for TdsSink {
     }
 
     fn return_status(&mut self, status: i32) {
-        self.write(&Token::ReturnStatus(ReturnStatus(status)));
+        match self.rpc.as_mut() {
+            Some(tail) => tail.status = Some(status),
+            None => self.write(&Token::ReturnStatus(ReturnStatus(status))),
+        }
     }
 
     fn return_value(&mut self, value: EngineReturnValue) {
-        match return_value_token(&value) {
-            Ok(token) => self.write(&token),
-            Err(err) => self.encode_failure(err),
+        let token = match return_value_token(&value) {
+            Ok(token) => token,
+            Err(err) => return self.encode_failure(err),
+        };
+        match self.rpc.as_mut() {
+            Some(tail) => tail.values.push((value.ordinal, token)),
+            None => self.write(&token),
         }
     }
 }
@@ -838,11 +944,12 @@ pub fn output_param(
     let raw = raw_type_info(ti)?;
     let mut framed = Vec::new();
     encode_value(ti, value, &mut framed)?;
-    let value = RawValue::decode(raw.framing(), &mut Reader::new(&framed, "RETURNVALUE"))
-        .map_err(|_| EncodeError::Inconsistent {
+    let value = RawValue::decode(raw.framing(), &mut Reader::new(&framed, "RETURNVALUE")).map_err(
+        |_| EncodeError::Inconsistent {
             structure: "RETURNVALUE",
             reason: "value does not decode back",
-        })?;
+        },
+    )?;
     Ok(Token::ReturnValue(Box::new(TdsReturnValue {
         ordinal,
         name: UcsString::from(name),

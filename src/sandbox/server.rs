@@ -17,13 +17,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::config::SandboxUser;
+use crate::sandbox::engine::{Engine, EngineConfig, EngineError};
 use crate::sandbox::login::{self, EncryptionChoice, SessionStart};
 use crate::sandbox::results::{Outgoing, TokenWriter, OUTGOING_QUEUE};
-use crate::sandbox::rpc;
+use crate::sandbox::rpc::SessionState;
 use crate::tds::login7::Login7;
 use crate::tds::packet::{
     status, Assembled, Message, MessageAssembler, PacketHeader, PacketReader, PacketType,
@@ -32,8 +35,10 @@ use crate::tds::packet::{
 use crate::tds::prelogin::PreLogin;
 use crate::tds::token::{self, Done, DoneKind, DoneStatus, Token, TokenContext};
 use crate::tds::{DecodeError, EncodeError};
-use crate::tls::certs::GENERATED_CERT_FILE;
-use crate::tls::{self, FirstPacket, Replay, ServerTls, TlsError, Transport};
+use crate::tls::certs::{self, ServerIdentity, GENERATED_CERT_FILE};
+use crate::tls::{
+    self, FirstPacket, Peer, PreloginWrapper, Replay, TlsAcceptors, TlsError, Transport,
+};
 
 /// Largest request message the sandbox assembles: LOB parameters of a few
 /// MiB are normal in tests; the cap keeps a hostile client from making the
@@ -66,7 +71,9 @@ pub enum SandboxError {
     #[error("client protocol violation: {0}")]
     Protocol(&'static str),
     #[error("the engine thread failed")]
-    Engine(#[from] tokio::task::JoinError),
+    EngineThread(#[from] tokio::task::JoinError),
+    #[error("the engine could not open its data file")]
+    Engine(#[from] EngineError),
 }
 
 /// Where the TLS certificate comes from.
@@ -168,11 +175,13 @@ impl Sandbox {
     /// connections in the background.
     pub async fn start(options: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
         let (tls, cert_pem) = server_tls(&options.tls)?;
+        let engine = open_engine(&options).await?;
         let listener = TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             options,
             tls,
+            engine,
             next_spid: AtomicU16::new(FIRST_SPID),
         });
         let stop = CancellationToken::new();
@@ -186,21 +195,74 @@ impl Sandbox {
     }
 }
 
-fn server_tls(source: &TlsSource) -> Result<(ServerTls, Option<PathBuf>), SandboxError> {
-    match source {
+/// The acceptors of a sandbox: TDS 8.0 strict from the TLS layer, and a TLS
+/// 1.2-only acceptor for handshakes inside PRELOGIN packets. SQL Server
+/// negotiates TLS 1.2 there even when the client offers 1.3 (captures of
+/// SQL Server 2019 and 2022); ODBC Driver 18 relies on it: under TLS 1.3 it
+/// sends its last handshake flight as bare records, which the PRELOGIN
+/// framing refuses.
+struct Acceptors {
+    strict: TlsAcceptors,
+    prelogin: TlsAcceptor,
+}
+
+fn server_tls(source: &TlsSource) -> Result<(Acceptors, Option<PathBuf>), SandboxError> {
+    let (identity, pem) = match source {
         TlsSource::SelfSigned { dir } => {
             let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            let tls = ServerTls::self_signed(&names, Some(dir))?;
-            Ok((tls, Some(dir.join(GENERATED_CERT_FILE))))
+            let identity = certs::load_or_generate(dir, &names)?;
+            (identity, Some(dir.join(GENERATED_CERT_FILE)))
         }
-        TlsSource::PemFiles { cert, key } => Ok((ServerTls::from_pem_files(cert, key)?, None)),
-    }
+        TlsSource::PemFiles { cert, key } => (certs::load_pem_files(cert, key)?, None),
+    };
+    let prelogin = TlsAcceptor::from(Arc::new(tls12_config(identity.clone())?));
+    let strict = TlsAcceptors::new(identity)?;
+    Ok((Acceptors { strict, prelogin }, pem))
+}
+
+fn tls12_config(identity: ServerIdentity) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(TlsError::Config)
+}
+
+/// The TLS handshake inside PRELOGIN packets (TDS-NOTES §3.1); for
+/// login-only encryption the wrapper is told so, for the later downgrade.
+async fn accept_prelogin_tls(
+    stream: Replay<TcpStream>,
+    acceptor: &TlsAcceptor,
+    mode: tls::Encryption,
+) -> Result<SessionStream, SandboxError> {
+    let wrapper = PreloginWrapper::new(stream, DEFAULT_PACKET_SIZE);
+    let accepted = acceptor.accept(wrapper).await;
+    let server_stream = accepted.map_err(|e| TlsError::from_handshake(e, Peer::Client))?;
+    let mut tls_stream = TlsStream::from(server_stream);
+    tls_stream
+        .get_mut()
+        .0
+        .handshake_done(mode == tls::Encryption::LoginOnly);
+    Ok(Transport::Prelogin(Box::new(tls_stream)))
+}
+
+/// Opens (or creates) the SQLite files on a blocking thread.
+async fn open_engine(options: &SandboxOptions) -> Result<Engine, SandboxError> {
+    let path = options.data_file.clone();
+    let config = EngineConfig {
+        default_database: options.database.clone(),
+    };
+    let opened = tokio::task::spawn_blocking(move || Engine::open_with(path, config)).await?;
+    Ok(opened?)
 }
 
 /// State shared by all connections of one sandbox.
 struct Shared {
     options: SandboxOptions,
-    tls: ServerTls,
+    tls: Acceptors,
+    engine: Engine,
     next_spid: AtomicU16,
 }
 
@@ -272,10 +334,11 @@ struct Connection {
     spid: u16,
 }
 
-/// A TDS leg after login: the session's packet size and version.
+/// A logged-in session: its packet size and version, and the engine state.
 struct Session {
     start: SessionStart,
     encrypted: bool,
+    state: SessionState,
 }
 
 impl Connection {
@@ -323,23 +386,17 @@ impl Connection {
         io.write_message(0, &response, DEFAULT_PACKET_SIZE).await?;
         let replay = io.into_replay()?;
 
-        let tls = &self.shared.tls;
+        let acceptor = &self.shared.tls.prelogin;
         let stream = match choice {
             EncryptionChoice::Refused => return Ok(None),
             EncryptionChoice::Plaintext => (Transport::plain(replay), false),
             EncryptionChoice::LoginOnly => {
                 let mode = tls::Encryption::LoginOnly;
-                (
-                    Transport::accept_prelogin(replay, tls, DEFAULT_PACKET_SIZE, mode).await?,
-                    false,
-                )
+                (accept_prelogin_tls(replay, acceptor, mode).await?, false)
             }
             EncryptionChoice::Full => {
                 let mode = tls::Encryption::Full;
-                (
-                    Transport::accept_prelogin(replay, tls, DEFAULT_PACKET_SIZE, mode).await?,
-                    true,
-                )
+                (accept_prelogin_tls(replay, acceptor, mode).await?, true)
             }
         };
         Ok(Some(stream))
@@ -350,7 +407,7 @@ impl Connection {
         &self,
         replay: Replay<TcpStream>,
     ) -> Result<Option<(SessionStream, bool)>, SandboxError> {
-        let transport = Transport::accept_strict(replay, &self.shared.tls).await?;
+        let transport = Transport::accept_strict(replay, &self.shared.tls.strict).await?;
         let mut io = MessageIo::new(transport, MAX_LOGIN_MESSAGE_LEN);
         let request = io.expect_message(PacketType::PreLogin).await?;
         let client = PreLogin::decode(&request.payload)?;
@@ -362,7 +419,7 @@ impl Connection {
     }
 
     async fn login_and_serve(
-        &self,
+        mut self,
         stream: SessionStream,
         encrypted: bool,
     ) -> Result<(), SandboxError> {
@@ -380,6 +437,7 @@ impl Connection {
         };
         drop(login7);
         let stream = io.into_stream_checked()?;
+        self.spid = session.state.spid();
         self.serve_requests(stream, session).await
     }
 
@@ -407,6 +465,15 @@ impl Connection {
                 .await?;
             return Ok(None);
         }
+        let state = match self.open_session(&start, ctx.clone()).await? {
+            Ok(state) => state,
+            Err(tokens) => {
+                self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        start.database = state.database();
         if let Some(route) = &options.routing {
             let tokens = login::routing_tokens(&start, &route.host, route.port);
             self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
@@ -421,7 +488,31 @@ impl Connection {
         let tokens = login::success_tokens(&start);
         self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
             .await?;
-        Ok(Some(Session { start, encrypted }))
+        Ok(Some(Session {
+            start,
+            encrypted,
+            state,
+        }))
+    }
+
+    /// The engine session of a login, or the tokens refusing the login.
+    async fn open_session(
+        &self,
+        start: &SessionStart,
+        ctx: TokenContext,
+    ) -> Result<Result<SessionState, Vec<Token>>, SandboxError> {
+        let engine = self.shared.engine.clone();
+        let database = start.database.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || SessionState::open(&engine, &database, ctx))
+                .await?;
+        Ok(opened.map_err(|err| {
+            let number = u32::try_from(err.number).unwrap_or(0);
+            vec![
+                login::error_token(number, 1, 11, &err.message),
+                login::done(DoneStatus(DoneStatus::ERROR)),
+            ]
+        }))
     }
 
     async fn write_tokens<S: AsyncRead + AsyncWrite + Unpin>(
@@ -444,7 +535,7 @@ impl Connection {
         let (read, write) = tokio::io::split(stream);
         let mut input = MessageIo::new(read, MAX_REQUEST_LEN);
         let mut output = PacketOut::new(write, session.start.packet_size, self.spid);
-        let mut state = rpc::SessionState::new(&self.shared.options, &session.start);
+        let mut state = session.state;
         debug!(encrypted = session.encrypted, "serving requests");
 
         while let Some(message) = input.next_message().await? {
@@ -465,7 +556,7 @@ impl Connection {
     async fn run_request(
         &self,
         message: Message,
-        state: &mut rpc::SessionState,
+        state: &mut SessionState,
         input: &mut MessageIo<ReadHalf<SessionStream>>,
         output: &mut PacketOut<WriteHalf<SessionStream>>,
     ) -> Result<(), SandboxError> {
@@ -477,7 +568,10 @@ impl Connection {
             tx,
             Arc::clone(&cancel),
         );
-        let job = state.start_request(message, writer);
+        let interrupt = state.interrupt_handle();
+        let job = state
+            .start_request(message, writer)
+            .ok_or(SandboxError::Protocol("request while the session is busy"))?;
         let engine = tokio::task::spawn_blocking(job);
 
         let mut attention = false;
@@ -493,6 +587,9 @@ impl Connection {
                 },
                 incoming = input.next_message(), if !attention => {
                     attention = self.on_message_during_request(incoming?, &cancel)?;
+                    if let Some(handle) = interrupt.as_ref().filter(|_| attention) {
+                        handle.interrupt();
+                    }
                 }
             }
         }

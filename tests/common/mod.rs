@@ -3,3 +3,5 @@
 
 pub mod proxy;
 pub mod sandbox;
+pub mod tiberius_scenario;
+pub mod python;

@@ -61,7 +61,9 @@ pub struct TableInfo {
 impl TableInfo {
     /// Finds a column by name, case-insensitively.
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// The identity column, if any.
@@ -92,7 +94,13 @@ pub fn table(conn: &Connection, name: &str) -> Result<Option<TableInfo>, SqlErro
         return Ok(None);
     };
     let columns = columns(conn, object_id)?;
-    Ok(Some(TableInfo { object_id, sqlite_name: name.clone(), name, columns, identity_increment }))
+    Ok(Some(TableInfo {
+        object_id,
+        sqlite_name: name.clone(),
+        name,
+        columns,
+        identity_increment,
+    }))
 }
 
 fn columns(conn: &Connection, object_id: i64) -> Result<Vec<ColumnInfo>, SqlError> {
@@ -104,19 +112,35 @@ fn columns(conn: &Connection, object_id: i64) -> Result<Vec<ColumnInfo>, SqlErro
         .map_err(sql_err)?;
     let rows = st
         .query_map([object_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, bool>(3)?, r.get(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get(4)?,
+            ))
         })
         .map_err(sql_err)?;
     let mut out = Vec::new();
     for row in rows {
         let (name, ty, nullable, identity, default_sql) = row.map_err(sql_err)?;
-        out.push(ColumnInfo { name, ty: SqlType::parse(&ty)?, nullable, identity, default_sql });
+        out.push(ColumnInfo {
+            name,
+            ty: SqlType::parse(&ty)?,
+            nullable,
+            identity,
+            default_sql,
+        });
     }
     Ok(out)
 }
 
 /// Object id of a user object (`U` table or `P` procedure), for OBJECT_ID().
-pub fn object_id(conn: &Connection, name: &str, kind: Option<&str>) -> Result<Option<i64>, SqlError> {
+pub fn object_id(
+    conn: &Connection,
+    name: &str,
+    kind: Option<&str>,
+) -> Result<Option<i64>, SqlError> {
     let kind = kind.map(|k| k.trim().to_ascii_uppercase());
     conn.query_row(
         "SELECT object_id FROM __tdsguard_objects WHERE name = ?1 AND (?2 IS NULL OR type = ?2)",
@@ -128,9 +152,19 @@ pub fn object_id(conn: &Connection, name: &str, kind: Option<&str>) -> Result<Op
 }
 
 /// Records a new object and returns its id.
-pub fn add_object(conn: &Connection, name: &str, kind: &str, definition: Option<&str>, identity: Option<(i64, i64)>) -> Result<i64, SqlError> {
+pub fn add_object(
+    conn: &Connection,
+    name: &str,
+    kind: &str,
+    definition: Option<&str>,
+    identity: Option<(i64, i64)>,
+) -> Result<i64, SqlError> {
     let id: i64 = conn
-        .query_row("SELECT COALESCE(MAX(object_id) + 16, ?1) FROM __tdsguard_objects", [FIRST_OBJECT_ID], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(object_id) + 16, ?1) FROM __tdsguard_objects",
+            [FIRST_OBJECT_ID],
+            |r| r.get(0),
+        )
         .map_err(sql_err)?;
     conn.execute(
         "INSERT INTO __tdsguard_objects(object_id, name, type, create_date, definition, identity_next, identity_increment) \
@@ -142,10 +176,23 @@ pub fn add_object(conn: &Connection, name: &str, kind: &str, definition: Option<
 }
 
 /// Records one column of a new table.
-pub fn add_column(conn: &Connection, object_id: i64, column_id: i64, col: &ColumnInfo) -> Result<(), SqlError> {
+pub fn add_column(
+    conn: &Connection,
+    object_id: i64,
+    column_id: i64,
+    col: &ColumnInfo,
+) -> Result<(), SqlError> {
     conn.execute(
         "INSERT INTO __tdsguard_columns VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![object_id, column_id, col.name, col.ty.to_string(), col.nullable, col.identity, col.default_sql],
+        params![
+            object_id,
+            column_id,
+            col.name,
+            col.ty.to_string(),
+            col.nullable,
+            col.identity,
+            col.default_sql
+        ],
     )
     .map_err(sql_err)?;
     Ok(())
@@ -153,8 +200,16 @@ pub fn add_column(conn: &Connection, object_id: i64, column_id: i64, col: &Colum
 
 /// Removes an object and its columns.
 pub fn drop_object(conn: &Connection, object_id: i64) -> Result<(), SqlError> {
-    conn.execute("DELETE FROM __tdsguard_columns WHERE object_id = ?1", [object_id]).map_err(sql_err)?;
-    conn.execute("DELETE FROM __tdsguard_objects WHERE object_id = ?1", [object_id]).map_err(sql_err)?;
+    conn.execute(
+        "DELETE FROM __tdsguard_columns WHERE object_id = ?1",
+        [object_id],
+    )
+    .map_err(sql_err)?;
+    conn.execute(
+        "DELETE FROM __tdsguard_objects WHERE object_id = ?1",
+        [object_id],
+    )
+    .map_err(sql_err)?;
     Ok(())
 }
 
@@ -171,16 +226,26 @@ pub fn procedure(conn: &Connection, name: &str) -> Result<Option<String>, SqlErr
 
 /// Takes the write lock and reads the next identity value of a table.
 pub fn identity_next(conn: &Connection, object_id: i64) -> Result<i64, SqlError> {
-    conn.execute("UPDATE __tdsguard_objects SET identity_next = identity_next WHERE object_id = ?1", [object_id])
-        .map_err(sql_err)?;
-    conn.query_row("SELECT identity_next FROM __tdsguard_objects WHERE object_id = ?1", [object_id], |r| r.get(0))
-        .map_err(sql_err)
+    conn.execute(
+        "UPDATE __tdsguard_objects SET identity_next = identity_next WHERE object_id = ?1",
+        [object_id],
+    )
+    .map_err(sql_err)?;
+    conn.query_row(
+        "SELECT identity_next FROM __tdsguard_objects WHERE object_id = ?1",
+        [object_id],
+        |r| r.get(0),
+    )
+    .map_err(sql_err)
 }
 
 /// Stores the next identity value of a table.
 pub fn set_identity_next(conn: &Connection, object_id: i64, next: i64) -> Result<(), SqlError> {
-    conn.execute("UPDATE __tdsguard_objects SET identity_next = ?2 WHERE object_id = ?1", params![object_id, next])
-        .map_err(sql_err)?;
+    conn.execute(
+        "UPDATE __tdsguard_objects SET identity_next = ?2 WHERE object_id = ?1",
+        params![object_id, next],
+    )
+    .map_err(sql_err)?;
     Ok(())
 }
 
@@ -231,8 +296,14 @@ pub fn builtin_types() -> Vec<SqlType> {
         SqlType::DateTime,
         SqlType::Float { mantissa_bits: 53 },
         SqlType::Bit,
-        SqlType::Decimal { precision: 18, scale: 0 },
-        SqlType::Numeric { precision: 18, scale: 0 },
+        SqlType::Decimal {
+            precision: 18,
+            scale: 0,
+        },
+        SqlType::Numeric {
+            precision: 18,
+            scale: 0,
+        },
         SqlType::SmallMoney,
         SqlType::BigInt,
         SqlType::VarBinary(Len::N(8000)),
@@ -313,17 +384,41 @@ pub fn view_table_name(view: &ViewDef) -> String {
 pub fn view_info(view: &ViewDef) -> Result<TableInfo, SqlError> {
     let mut columns = Vec::new();
     for (name, ty, nullable) in view.columns {
-        columns.push(ColumnInfo { name: (*name).into(), ty: SqlType::parse(ty)?, nullable: *nullable, identity: false, default_sql: None });
+        columns.push(ColumnInfo {
+            name: (*name).into(),
+            ty: SqlType::parse(ty)?,
+            nullable: *nullable,
+            identity: false,
+            default_sql: None,
+        });
     }
-    Ok(TableInfo { object_id: 0, name: view.name.into(), sqlite_name: view_table_name(view), columns, identity_increment: None })
+    Ok(TableInfo {
+        object_id: 0,
+        name: view.name.into(),
+        sqlite_name: view_table_name(view),
+        columns,
+        identity_increment: None,
+    })
 }
 
 /// Re-fills the temporary table of a view. `databases` is a SQL VALUES list of
 /// (name, database_id, create_date).
-pub fn refresh_view(conn: &Connection, view: &ViewDef, db: &str, databases: &str) -> Result<(), SqlError> {
+pub fn refresh_view(
+    conn: &Connection,
+    view: &ViewDef,
+    db: &str,
+    databases: &str,
+) -> Result<(), SqlError> {
     let table = view_table_name(view);
-    let cols: Vec<String> = view.columns.iter().map(|(n, ..)| format!("\"{n}\"")).collect();
-    let types: Vec<String> = builtin_types().iter().map(|t| format!("SELECT '{t}' AS t")).collect();
+    let cols: Vec<String> = view
+        .columns
+        .iter()
+        .map(|(n, ..)| format!("\"{n}\""))
+        .collect();
+    let types: Vec<String> = builtin_types()
+        .iter()
+        .map(|t| format!("SELECT '{t}' AS t"))
+        .collect();
     let fill = view
         .fill
         .replace("{db}", &db.replace('\'', "''"))
@@ -344,8 +439,12 @@ pub fn type_info(type_text: &str, field: &str) -> rusqlite::types::Value {
         return V::Null;
     };
     let int = |n: i64| V::Integer(n);
-    let numeric = matches!(ty.storage(), crate::sandbox::engine::types::Storage::Integer | crate::sandbox::engine::types::Storage::Scaled(_) | crate::sandbox::engine::types::Storage::Real)
-        && ty != SqlType::Bit;
+    let numeric = matches!(
+        ty.storage(),
+        crate::sandbox::engine::types::Storage::Integer
+            | crate::sandbox::engine::types::Storage::Scaled(_)
+            | crate::sandbox::engine::types::Storage::Real
+    ) && ty != SqlType::Bit;
     match field {
         "name" => V::Text(ty.type_name().into()),
         "system_type_id" => int(system_type_id(&ty)),
@@ -353,12 +452,24 @@ pub fn type_info(type_text: &str, field: &str) -> rusqlite::types::Value {
         "precision" => int(ty.precision().into()),
         "scale" => int(ty.scale().into()),
         "collation" if ty.is_character() => V::Text(DEFAULT_COLLATION.into()),
-        "char_max" if ty.is_character() || matches!(ty, SqlType::Binary(_) | SqlType::VarBinary(_)) => {
+        "char_max"
+            if ty.is_character() || matches!(ty, SqlType::Binary(_) | SqlType::VarBinary(_)) =>
+        {
             int(ty.length_limit().map_or(-1, i64::from))
         }
         "num_precision" if numeric => int(ty.precision().into()),
         "num_scale" if numeric => int(ty.scale().into()),
-        "dt_precision" if matches!(ty, SqlType::Date | SqlType::Time(_) | SqlType::DateTime | SqlType::SmallDateTime | SqlType::DateTime2(_) | SqlType::DateTimeOffset(_)) => {
+        "dt_precision"
+            if matches!(
+                ty,
+                SqlType::Date
+                    | SqlType::Time(_)
+                    | SqlType::DateTime
+                    | SqlType::SmallDateTime
+                    | SqlType::DateTime2(_)
+                    | SqlType::DateTimeOffset(_)
+            ) =>
+        {
             int(ty.scale().into())
         }
         _ => V::Null,
@@ -374,19 +485,40 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         init(&conn).unwrap();
         let id = add_object(&conn, "T", "U", None, Some((1, 1))).unwrap();
-        let col = ColumnInfo { name: "price".into(), ty: SqlType::Decimal { precision: 10, scale: 2 }, nullable: true, identity: false, default_sql: None };
+        let col = ColumnInfo {
+            name: "price".into(),
+            ty: SqlType::Decimal {
+                precision: 10,
+                scale: 2,
+            },
+            nullable: true,
+            identity: false,
+            default_sql: None,
+        };
         add_column(&conn, id, 1, &col).unwrap();
         let t = table(&conn, "t").unwrap().unwrap();
         assert_eq!(t.object_id, id);
-        assert_eq!(t.column("PRICE").unwrap().ty, SqlType::Decimal { precision: 10, scale: 2 });
+        assert_eq!(
+            t.column("PRICE").unwrap().ty,
+            SqlType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
         assert_eq!(identity_next(&conn, id).unwrap(), 1);
         assert!(table(&conn, "missing").unwrap().is_none());
     }
 
     #[test]
     fn type_info_matches_sys_columns() {
-        assert_eq!(type_info("nvarchar(50)", "max_length"), rusqlite::types::Value::Integer(100));
-        assert_eq!(type_info("decimal(10,2)", "system_type_id"), rusqlite::types::Value::Integer(106));
+        assert_eq!(
+            type_info("nvarchar(50)", "max_length"),
+            rusqlite::types::Value::Integer(100)
+        );
+        assert_eq!(
+            type_info("decimal(10,2)", "system_type_id"),
+            rusqlite::types::Value::Integer(106)
+        );
         assert_eq!(type_info("int", "collation"), rusqlite::types::Value::Null);
     }
 }

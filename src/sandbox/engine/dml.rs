@@ -47,10 +47,18 @@ fn literal(text: &str) -> String {
 }
 
 fn store(expr_sql: &str, col: &ColumnInfo, label: &str) -> String {
-    format!("__tds_store({expr_sql}, {}, {}, {})", literal(&col.ty.to_string()), literal(label), literal(&col.name))
+    format!(
+        "__tds_store({expr_sql}, {}, {}, {})",
+        literal(&col.ty.to_string()),
+        literal(label),
+        literal(&col.name)
+    )
 }
 
-fn user_table(tr: &mut Translator<'_>, name: &sqlparser::ast::ObjectName) -> Result<TableInfo, SqlError> {
+fn user_table(
+    tr: &mut Translator<'_>,
+    name: &sqlparser::ast::ObjectName,
+) -> Result<TableInfo, SqlError> {
     let table = tr.table(name)?;
     if table.object_id == 0 {
         return Err(SqlError::unsupported("modifying a catalog view"));
@@ -64,13 +72,27 @@ struct InsertShape {
     defaults: Vec<ColumnInfo>,
 }
 
-fn insert_shape(table: &TableInfo, columns: &[sqlparser::ast::Ident], identity_insert: bool) -> Result<InsertShape, SqlError> {
+fn insert_shape(
+    table: &TableInfo,
+    columns: &[sqlparser::ast::Ident],
+    identity_insert: bool,
+) -> Result<InsertShape, SqlError> {
     let explicit: Vec<ColumnInfo> = if columns.is_empty() {
-        table.columns.iter().filter(|c| !c.identity).cloned().collect()
+        table
+            .columns
+            .iter()
+            .filter(|c| !c.identity)
+            .cloned()
+            .collect()
     } else {
         let mut v = Vec::with_capacity(columns.len());
         for c in columns {
-            v.push(table.column(&c.value).cloned().ok_or_else(|| SqlError::invalid_column(&c.value))?);
+            v.push(
+                table
+                    .column(&c.value)
+                    .cloned()
+                    .ok_or_else(|| SqlError::invalid_column(&c.value))?,
+            );
         }
         v
     };
@@ -80,10 +102,23 @@ fn insert_shape(table: &TableInfo, columns: &[sqlparser::ast::Ident], identity_i
             format!("Cannot insert explicit value for identity column in table '{}' when IDENTITY_INSERT is set to OFF.", table.name),
         ));
     }
-    let listed = |c: &ColumnInfo| explicit.iter().any(|e| e.name.eq_ignore_ascii_case(&c.name));
+    let listed = |c: &ColumnInfo| {
+        explicit
+            .iter()
+            .any(|e| e.name.eq_ignore_ascii_case(&c.name))
+    };
     let identity = table.identity_column().filter(|c| !listed(c)).cloned();
-    let defaults = table.columns.iter().filter(|c| !c.identity && c.default_sql.is_some() && !listed(c)).cloned().collect();
-    Ok(InsertShape { explicit, identity, defaults })
+    let defaults = table
+        .columns
+        .iter()
+        .filter(|c| !c.identity && c.default_sql.is_some() && !listed(c))
+        .cloned()
+        .collect();
+    Ok(InsertShape {
+        explicit,
+        identity,
+        defaults,
+    })
 }
 
 fn count_error(values: usize, columns: usize, select: bool) -> Option<SqlError> {
@@ -106,7 +141,12 @@ fn count_error(values: usize, columns: usize, select: bool) -> Option<SqlError> 
 }
 
 /// Translates INSERT (VALUES, SELECT or DEFAULT VALUES).
-pub(crate) fn insert(tr: &mut Translator<'_>, ins: &mut Insert, db: &str, identity_insert: Option<&str>) -> Result<DmlPlan, SqlError> {
+pub(crate) fn insert(
+    tr: &mut Translator<'_>,
+    ins: &mut Insert,
+    db: &str,
+    identity_insert: Option<&str>,
+) -> Result<DmlPlan, SqlError> {
     let TableObject::TableName(name) = &ins.table else {
         return Err(SqlError::unsupported("INSERT into a table function"));
     };
@@ -126,7 +166,12 @@ pub(crate) fn insert(tr: &mut Translator<'_>, ins: &mut Insert, db: &str, identi
     let incr = table.identity_increment.unwrap_or(1);
     let tail = |identity: Option<String>| -> Vec<String> {
         let mut v: Vec<String> = identity.into_iter().collect();
-        v.extend(shape.defaults.iter().map(|c| store(c.default_sql.as_deref().unwrap_or("NULL"), c, &label)));
+        v.extend(
+            shape
+                .defaults
+                .iter()
+                .map(|c| store(c.default_sql.as_deref().unwrap_or("NULL"), c, &label)),
+        );
         v
     };
     let table_sql = quote(&table.sqlite_name);
@@ -134,7 +179,11 @@ pub(crate) fn insert(tr: &mut Translator<'_>, ins: &mut Insert, db: &str, identi
         None if names.is_empty() => format!("INSERT INTO {table_sql} DEFAULT VALUES"),
         None => {
             let values = tail(identity_bind.map(|k| format!("?{k}")));
-            format!("INSERT INTO {table_sql} ({}) VALUES ({})", names.join(", "), values.join(", "))
+            format!(
+                "INSERT INTO {table_sql} ({}) VALUES ({})",
+                names.join(", "),
+                values.join(", ")
+            )
         }
         Some(q) => {
             if let SetExpr::Values(values) = q.body.as_mut() {
@@ -149,18 +198,30 @@ pub(crate) fn insert(tr: &mut Translator<'_>, ins: &mut Insert, db: &str, identi
                         tr.expr(e, false)?;
                         items.push(store(&e.to_string(), c, &label));
                     }
-                    items.extend(tail(identity_bind.map(|k| format!("(?{k} + {})", i as i64 * incr))));
+                    items.extend(tail(
+                        identity_bind.map(|k| format!("(?{k} + {})", i as i64 * incr)),
+                    ));
                     rows.push(format!("({})", items.join(", ")));
                 }
-                format!("INSERT INTO {table_sql} ({}) VALUES {}", names.join(", "), rows.join(", "))
+                format!(
+                    "INSERT INTO {table_sql} ({}) VALUES {}",
+                    names.join(", "),
+                    rows.join(", ")
+                )
             } else {
                 let cols = tr.query(q, false)?;
                 if let Some(err) = count_error(cols.len(), shape.explicit.len(), true) {
                     return Err(err);
                 }
                 let src: Vec<String> = (1..=cols.len()).map(|i| format!("c{i}")).collect();
-                let mut items: Vec<String> = src.iter().zip(&shape.explicit).map(|(s, c)| store(s, c, &label)).collect();
-                items.extend(tail(identity_bind.map(|k| format!("(?{k} + (row_number() OVER () - 1) * {incr})"))));
+                let mut items: Vec<String> = src
+                    .iter()
+                    .zip(&shape.explicit)
+                    .map(|(s, c)| store(s, c, &label))
+                    .collect();
+                items.extend(tail(
+                    identity_bind.map(|k| format!("(?{k} + (row_number() OVER () - 1) * {incr})")),
+                ));
                 format!(
                     "WITH __src({}) AS ({q}) INSERT INTO {table_sql} ({}) SELECT {} FROM __src",
                     src.join(", "),
@@ -170,12 +231,20 @@ pub(crate) fn insert(tr: &mut Translator<'_>, ins: &mut Insert, db: &str, identi
             }
         }
     };
-    Ok(DmlPlan { sql, binds: std::mem::take(&mut tr.binds), table, label, identity_bind })
+    Ok(DmlPlan {
+        sql,
+        binds: std::mem::take(&mut tr.binds),
+        table,
+        label,
+        identity_bind,
+    })
 }
 
 fn single_table(twj: &TableWithJoins) -> Result<&sqlparser::ast::ObjectName, SqlError> {
     match &twj.relation {
-        TableFactor::Table { name, alias: None, .. } if twj.joins.is_empty() => Ok(name),
+        TableFactor::Table {
+            name, alias: None, ..
+        } if twj.joins.is_empty() => Ok(name),
         _ => Err(SqlError::unsupported("UPDATE/DELETE with joins or aliases")),
     }
 }
@@ -201,24 +270,48 @@ pub(crate) fn update(
             return Err(SqlError::unsupported("tuple assignment"));
         };
         let col_name = name_parts(col_name).last().cloned().unwrap_or_default();
-        let col = table.column(&col_name).cloned().ok_or_else(|| SqlError::invalid_column(&col_name))?;
+        let col = table
+            .column(&col_name)
+            .cloned()
+            .ok_or_else(|| SqlError::invalid_column(&col_name))?;
         if col.identity {
-            return Err(SqlError::new(8102, format!("Cannot update identity column '{}'.", col.name)));
+            return Err(SqlError::new(
+                8102,
+                format!("Cannot update identity column '{}'.", col.name),
+            ));
         }
         tr.note_target(&a.value, col.ty);
         tr.expr(&mut a.value, false)?;
-        sets.push(format!("{} = {}", quote(&col.name), store(&a.value.to_string(), &col, &label)));
+        sets.push(format!(
+            "{} = {}",
+            quote(&col.name),
+            store(&a.value.to_string(), &col, &label)
+        ));
     }
-    let mut sql = format!("UPDATE {} SET {}", quote(&table.sqlite_name), sets.join(", "));
+    let mut sql = format!(
+        "UPDATE {} SET {}",
+        quote(&table.sqlite_name),
+        sets.join(", ")
+    );
     if let Some(e) = selection {
         tr.expr(e, false)?;
         sql.push_str(&format!(" WHERE {e}"));
     }
-    Ok(DmlPlan { sql, binds: std::mem::take(&mut tr.binds), table, label, identity_bind: None })
+    Ok(DmlPlan {
+        sql,
+        binds: std::mem::take(&mut tr.binds),
+        table,
+        label,
+        identity_bind: None,
+    })
 }
 
 /// Translates DELETE from one table.
-pub(crate) fn delete(tr: &mut Translator<'_>, del: &mut Delete, db: &str) -> Result<DmlPlan, SqlError> {
+pub(crate) fn delete(
+    tr: &mut Translator<'_>,
+    del: &mut Delete,
+    db: &str,
+) -> Result<DmlPlan, SqlError> {
     let from = match &del.from {
         FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v) => v,
     };
@@ -236,11 +329,20 @@ pub(crate) fn delete(tr: &mut Translator<'_>, del: &mut Delete, db: &str) -> Res
         tr.expr(e, false)?;
         sql.push_str(&format!(" WHERE {e}"));
     }
-    Ok(DmlPlan { sql, binds: std::mem::take(&mut tr.binds), table, label, identity_bind: None })
+    Ok(DmlPlan {
+        sql,
+        binds: std::mem::take(&mut tr.binds),
+        table,
+        label,
+        identity_bind: None,
+    })
 }
 
 fn identity_params(text: &str) -> Result<(i64, i64), SqlError> {
-    let inner = text.split_once('(').map(|(_, r)| r.trim_end().trim_end_matches(')')).unwrap_or("");
+    let inner = text
+        .split_once('(')
+        .map(|(_, r)| r.trim_end().trim_end_matches(')'))
+        .unwrap_or("");
     if inner.trim().is_empty() {
         return Ok((1, 1));
     }
@@ -260,7 +362,10 @@ fn constraint_columns(text: &str) -> Vec<String> {
     inner
         .split(',')
         .filter_map(|c| c.split_whitespace().next())
-        .map(|c| c.trim_matches(|ch| ch == '[' || ch == ']' || ch == '"').to_string())
+        .map(|c| {
+            c.trim_matches(|ch| ch == '[' || ch == ']' || ch == '"')
+                .to_string()
+        })
         .collect()
 }
 
@@ -270,9 +375,18 @@ struct ColumnPlan {
     identity: Option<(i64, i64)>,
 }
 
-fn column_def(tr: &mut Translator<'_>, def: &sqlparser::ast::ColumnDef) -> Result<ColumnPlan, SqlError> {
+fn column_def(
+    tr: &mut Translator<'_>,
+    def: &sqlparser::ast::ColumnDef,
+) -> Result<ColumnPlan, SqlError> {
     let ty = SqlType::parse(&def.data_type.to_string())?;
-    let mut info = ColumnInfo { name: def.name.value.clone(), ty, nullable: true, identity: false, default_sql: None };
+    let mut info = ColumnInfo {
+        name: def.name.value.clone(),
+        ty,
+        nullable: true,
+        identity: false,
+        default_sql: None,
+    };
     let mut sql = format!("{} {}", quote(&info.name), ty.sqlite_decl());
     let mut identity = None;
     for opt in &def.options {
@@ -283,18 +397,31 @@ fn column_def(tr: &mut Translator<'_>, def: &sqlparser::ast::ColumnDef) -> Resul
                 let mut e = e.clone();
                 tr.expr(&mut e, false)?;
                 if !tr.binds.is_empty() {
-                    return Err(SqlError::unsupported("DEFAULT with variables or session functions"));
+                    return Err(SqlError::unsupported(
+                        "DEFAULT with variables or session functions",
+                    ));
                 }
                 info.default_sql = Some(e.to_string());
             }
-            ColumnOption::Unique { is_primary: true, .. } => {
+            ColumnOption::Unique {
+                is_primary: true, ..
+            } => {
                 info.nullable = false;
                 sql.push_str(" PRIMARY KEY");
             }
-            ColumnOption::Unique { is_primary: false, .. } => sql.push_str(" UNIQUE"),
+            ColumnOption::Unique {
+                is_primary: false, ..
+            } => sql.push_str(" UNIQUE"),
             ColumnOption::Collation(_) => {}
-            other if other.to_string().to_ascii_uppercase().starts_with("IDENTITY") => {
-                if !matches!(ty.storage(), Storage::Integer | Storage::Scaled(0)) || ty == SqlType::Bit {
+            other
+                if other
+                    .to_string()
+                    .to_ascii_uppercase()
+                    .starts_with("IDENTITY") =>
+            {
+                if !matches!(ty.storage(), Storage::Integer | Storage::Scaled(0))
+                    || ty == SqlType::Bit
+                {
                     return Err(SqlError::new(2749, format!("Identity column '{}' must be of data type int, bigint, smallint, tinyint, or decimal or numeric with a scale of 0, and constrained to be nonnullable.", info.name)));
                 }
                 identity = Some(identity_params(&other.to_string())?);
@@ -310,11 +437,18 @@ fn column_def(tr: &mut Translator<'_>, def: &sqlparser::ast::ColumnDef) -> Resul
     if ty.is_character() {
         sql.push_str(&format!(" COLLATE {COLLATION}"));
     }
-    Ok(ColumnPlan { info, sql, identity })
+    Ok(ColumnPlan {
+        info,
+        sql,
+        identity,
+    })
 }
 
 /// Translates CREATE TABLE into SQLite DDL plus catalog rows.
-pub(crate) fn create_table(tr: &mut Translator<'_>, ct: &CreateTable) -> Result<TablePlan, SqlError> {
+pub(crate) fn create_table(
+    tr: &mut Translator<'_>,
+    ct: &CreateTable,
+) -> Result<TablePlan, SqlError> {
     if ct.query.is_some() || ct.temporary {
         return Err(SqlError::unsupported("CREATE TABLE AS / temporary tables"));
     }
@@ -339,16 +473,21 @@ pub(crate) fn create_table(tr: &mut Translator<'_>, ct: &CreateTable) -> Result<
         let text = c.to_string();
         let upper = text.to_ascii_uppercase();
         if !(upper.contains("PRIMARY KEY") || upper.contains("UNIQUE")) {
-            return Err(SqlError::unsupported(format!("the table constraint {text}")));
+            return Err(SqlError::unsupported(format!(
+                "the table constraint {text}"
+            )));
         }
         if upper.contains("PRIMARY KEY") {
             for key in constraint_columns(&text) {
-                if let Some(col) = columns.iter_mut().find(|col| col.name.eq_ignore_ascii_case(&key)) {
+                if let Some(col) = columns
+                    .iter_mut()
+                    .find(|col| col.name.eq_ignore_ascii_case(&key))
+                {
                     col.nullable = false;
                 }
             }
         }
-        defs.push(text.replace('[', "\"").replace(']', "\""));
+        defs.push(text.replace(['[', ']'], "\""));
     }
     // Columns made NOT NULL by a table-level PRIMARY KEY need the SQLite constraint too.
     for (def, col) in defs.iter_mut().zip(&columns) {
@@ -357,20 +496,38 @@ pub(crate) fn create_table(tr: &mut Translator<'_>, ct: &CreateTable) -> Result<
         }
     }
     let sql = format!("CREATE TABLE {} ({})", quote(&name), defs.join(", "));
-    Ok(TablePlan { name, sql, columns, identity })
+    Ok(TablePlan {
+        name,
+        sql,
+        columns,
+        identity,
+    })
 }
 
 /// SQLite DDL for ALTER TABLE ADD of one nullable column without default.
-pub(crate) fn add_column(tr: &mut Translator<'_>, table: &TableInfo, def: &sqlparser::ast::ColumnDef) -> Result<(String, ColumnInfo), SqlError> {
+pub(crate) fn add_column(
+    tr: &mut Translator<'_>,
+    table: &TableInfo,
+    def: &sqlparser::ast::ColumnDef,
+) -> Result<(String, ColumnInfo), SqlError> {
     let plan = column_def(tr, def)?;
     if !plan.info.nullable || plan.info.default_sql.is_some() || plan.identity.is_some() {
         // TODO(tdsguard): NOT NULL/DEFAULT/IDENTITY on ALTER TABLE ADD need existing rows filled.
-        return Err(SqlError::unsupported("ALTER TABLE ADD with NOT NULL, DEFAULT or IDENTITY"));
+        return Err(SqlError::unsupported(
+            "ALTER TABLE ADD with NOT NULL, DEFAULT or IDENTITY",
+        ));
     }
     if table.column(&plan.info.name).is_some() {
         return Err(SqlError::new(2705, format!("Column names in each table must be unique. Column name '{}' in table '{}' is specified more than once.", plan.info.name, table.name)));
     }
-    Ok((format!("ALTER TABLE {} ADD COLUMN {}", quote(&table.sqlite_name), plan.sql), plan.info))
+    Ok((
+        format!(
+            "ALTER TABLE {} ADD COLUMN {}",
+            quote(&table.sqlite_name),
+            plan.sql
+        ),
+        plan.info,
+    ))
 }
 
 #[cfg(test)]
@@ -386,7 +543,10 @@ mod tests {
 
     #[test]
     fn constraint_column_names() {
-        assert_eq!(constraint_columns("CONSTRAINT pk PRIMARY KEY ([a], b DESC)"), vec!["a", "b"]);
+        assert_eq!(
+            constraint_columns("CONSTRAINT pk PRIMARY KEY ([a], b DESC)"),
+            vec!["a", "b"]
+        );
     }
 
     #[test]

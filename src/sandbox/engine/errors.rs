@@ -30,17 +30,32 @@ pub struct SqlError {
 impl SqlError {
     /// A class 16 error with state 1.
     pub fn new(number: i32, message: impl Into<String>) -> Self {
-        Self { number, state: 1, class: 16, message: message.into(), line: 1 }
+        Self {
+            number,
+            state: 1,
+            class: 16,
+            message: message.into(),
+            line: 1,
+        }
     }
 
     /// An informational message (class 0), such as 5701 "Changed database context".
     pub fn info(number: i32, message: impl Into<String>) -> Self {
-        Self { number, state: 1, class: 0, message: message.into(), line: 1 }
+        Self {
+            number,
+            state: 1,
+            class: 0,
+            message: message.into(),
+            line: 1,
+        }
     }
 
     /// Something the engine does not implement; the text names it.
     pub fn unsupported(what: impl fmt::Display) -> Self {
-        Self::new(UNSUPPORTED, format!("The tdsguard sandbox does not support {what}."))
+        Self::new(
+            UNSUPPORTED,
+            format!("The tdsguard sandbox does not support {what}."),
+        )
     }
 
     /// 102: the parser stopped at `near`.
@@ -74,7 +89,10 @@ impl SqlError {
     /// arithmetic overflow (8115) abort the batch; constraint and truncation errors (515,
     /// 2627, 2628, 8152), transaction misuse and unsupported statements end the statement only.
     pub fn aborts_batch(&self) -> bool {
-        matches!(self.number, 102 | 207 | 208 | 241 | 245 | 8114 | 8115 | 8169)
+        matches!(
+            self.number,
+            102 | 207 | 208 | 241 | 245 | 8114 | 8115 | 8169
+        )
     }
 }
 
@@ -91,7 +109,11 @@ impl fmt::Debug for SqlError {
 
 impl fmt::Display for SqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Msg {}, Level {}, State {}, Line {}", self.number, self.class, self.state, self.line)
+        write!(
+            f,
+            "Msg {}, Level {}, State {}, Line {}",
+            self.number, self.class, self.state, self.line
+        )
     }
 }
 

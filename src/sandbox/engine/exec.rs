@@ -20,7 +20,9 @@ use crate::sandbox::engine::catalog;
 use crate::sandbox::engine::dml::{self, DmlPlan};
 use crate::sandbox::engine::errors::{from_sqlite, SqlError};
 use crate::sandbox::engine::procs;
-use crate::sandbox::engine::session::{ColumnDesc, EnvChange, ResultSink, Session, Variable, MAX_VARIABLES};
+use crate::sandbox::engine::session::{
+    ColumnDesc, EnvChange, ResultSink, Session, Variable, MAX_VARIABLES,
+};
 use crate::sandbox::engine::translate::{name_parts, OutCol, SysValues, Translator};
 use crate::sandbox::engine::types::{self, ConvMode, SqlType, Value};
 use crate::sandbox::engine::Engine;
@@ -65,7 +67,13 @@ fn parse_error(text: &str) -> SqlError {
     let near = text
         .split("found: ")
         .nth(1)
-        .map(|rest| rest.split(" at Line").next().unwrap_or(rest).trim().to_string())
+        .map(|rest| {
+            rest.split(" at Line")
+                .next()
+                .unwrap_or(rest)
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default();
     let line = text
         .split("Line: ")
@@ -73,7 +81,14 @@ fn parse_error(text: &str) -> SqlError {
         .and_then(|rest| rest.split(',').next())
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(1);
-    let near = if near == "EOF" { "end of batch".to_string() } else { near };
+    if near.eq_ignore_ascii_case("OUTPUT") {
+        return SqlError::unsupported("the OUTPUT clause").at_line(line);
+    }
+    let near = if near == "EOF" {
+        "end of batch".to_string()
+    } else {
+        near
+    };
     SqlError::syntax(&near).at_line(line)
 }
 
@@ -86,24 +101,55 @@ fn word_is(t: &TokenWithSpan, w: &str) -> bool {
 fn normalize(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let significant = |v: &Vec<TokenWithSpan>, back: usize| {
-        v.iter().rev().filter(|t| !matches!(t.token, Token::Whitespace(_))).nth(back).cloned()
+        v.iter()
+            .rev()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .nth(back)
+            .cloned()
     };
     for t in tokens {
         if word_is(&t, "CLUSTERED") || word_is(&t, "NONCLUSTERED") {
             continue;
         }
         let prev = significant(&out, 0);
-        if word_is(&t, "TRAN") && prev.as_ref().is_some_and(|p| word_is(p, "BEGIN") || word_is(p, "COMMIT") || word_is(p, "ROLLBACK")) {
-            out.push(TokenWithSpan { token: Token::make_keyword("TRANSACTION"), span: t.span });
+        if word_is(&t, "TRAN")
+            && prev.as_ref().is_some_and(|p| {
+                word_is(p, "BEGIN") || word_is(p, "COMMIT") || word_is(p, "ROLLBACK")
+            })
+        {
+            out.push(TokenWithSpan {
+                token: Token::make_keyword("TRANSACTION"),
+                span: t.span,
+            });
             continue;
         }
-        if t.token == Token::Comma && prev.as_ref().is_some_and(|p| word_is(p, "ON") || word_is(p, "OFF")) {
+        if t.token == Token::Comma
+            && prev
+                .as_ref()
+                .is_some_and(|p| word_is(p, "ON") || word_is(p, "OFF"))
+        {
             let option = significant(&out, 1);
             let before = significant(&out, 2);
-            if option.is_some() && before.as_ref().is_some_and(|b| word_is(b, "SET") || b.token == Token::Comma || matches!(&b.token, Token::Word(_))) && set_list_open(&out) {
-                out.push(TokenWithSpan { token: Token::SemiColon, span: t.span });
-                out.push(TokenWithSpan { token: Token::Whitespace(sqlparser::tokenizer::Whitespace::Space), span: t.span });
-                out.push(TokenWithSpan { token: Token::make_keyword("SET"), span: t.span });
+            if option.is_some()
+                && before.as_ref().is_some_and(|b| {
+                    word_is(b, "SET")
+                        || b.token == Token::Comma
+                        || matches!(&b.token, Token::Word(_))
+                })
+                && set_list_open(&out)
+            {
+                out.push(TokenWithSpan {
+                    token: Token::SemiColon,
+                    span: t.span,
+                });
+                out.push(TokenWithSpan {
+                    token: Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+                    span: t.span,
+                });
+                out.push(TokenWithSpan {
+                    token: Token::make_keyword("SET"),
+                    span: t.span,
+                });
                 continue;
             }
         }
@@ -114,7 +160,10 @@ fn normalize(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 
 /// True when the statement being built started with SET followed by an option name.
 fn set_list_open(out: &[TokenWithSpan]) -> bool {
-    let mut it = out.iter().rev().filter(|t| !matches!(t.token, Token::Whitespace(_)));
+    let mut it = out
+        .iter()
+        .rev()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)));
     let mut last_two: Vec<&TokenWithSpan> = Vec::new();
     for t in it.by_ref() {
         if t.token == Token::SemiColon {
@@ -123,32 +172,54 @@ fn set_list_open(out: &[TokenWithSpan]) -> bool {
         last_two.push(t);
     }
     let first = last_two.last();
-    first.is_some_and(|f| word_is(f, "SET")) && last_two.iter().all(|t| !matches!(&t.token, Token::Word(w) if w.value.starts_with('@')))
+    first.is_some_and(|f| word_is(f, "SET"))
+        && last_two
+            .iter()
+            .all(|t| !matches!(&t.token, Token::Word(w) if w.value.starts_with('@')))
 }
 
 /// Parses a batch.
 pub(crate) fn parse_batch(sql: &str) -> Result<Vec<Statement>, SqlError> {
     if sql.len() > MAX_BATCH_BYTES {
-        return Err(SqlError::new(40702, "The batch is larger than the tdsguard sandbox accepts."));
+        return Err(SqlError::new(
+            40702,
+            "The batch is larger than the tdsguard sandbox accepts.",
+        ));
     }
     let dialect = MsSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| parse_error(&e.to_string()))?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| parse_error(&e.to_string()))?;
     let mut tokens = normalize(tokens);
     // T-SQL does not need `;` between statements; the parser does. Where it stops at a
     // statement keyword expecting the end of a statement, a `;` is inserted and the batch
     // parsed again.
     for _ in 0..MAX_IMPLIED_SEPARATORS {
-        let err = match Parser::new(&dialect).with_tokens_with_locations(tokens.clone()).parse_statements() {
+        let err = match Parser::new(&dialect)
+            .with_tokens_with_locations(tokens.clone())
+            .parse_statements()
+        {
             Ok(statements) => return Ok(statements),
             Err(e) => e.to_string(),
         };
         let Some(at) = separator_position(&tokens, &err) else {
             return Err(parse_error(&err));
         };
-        let span = tokens.get(at).map(|t| t.span).unwrap_or(sqlparser::tokenizer::Span::empty());
-        tokens.insert(at, TokenWithSpan { token: Token::SemiColon, span });
+        let span = tokens
+            .get(at)
+            .map(|t| t.span)
+            .unwrap_or(sqlparser::tokenizer::Span::empty());
+        tokens.insert(
+            at,
+            TokenWithSpan {
+                token: Token::SemiColon,
+                span,
+            },
+        );
     }
-    Err(SqlError::unsupported("this many statements without `;` in one batch"))
+    Err(SqlError::unsupported(
+        "this many statements without `;` in one batch",
+    ))
 }
 
 /// Statements one batch may leave without a `;` separator (each costs one more parse).
@@ -164,11 +235,23 @@ fn separator_position(tokens: &[TokenWithSpan], err: &str) -> Option<usize> {
     if !err.contains("Expected: end of statement") && !err.contains("Expected: ;") {
         return None;
     }
-    let line: u64 = err.split("Line: ").nth(1)?.split(',').next()?.trim().parse().ok()?;
+    let line: u64 = err
+        .split("Line: ")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
     let column: u64 = err.split("Column: ").nth(1)?.trim().parse().ok()?;
-    let at = tokens.iter().position(|t| t.span.start.line == line && t.span.start.column == column)?;
+    let at = tokens
+        .iter()
+        .position(|t| t.span.start.line == line && t.span.start.column == column)?;
     let is_keyword = STATEMENT_WORDS.iter().any(|w| word_is(&tokens[at], w));
-    let previous = tokens[..at].iter().rev().find(|t| !matches!(t.token, Token::Whitespace(_)));
+    let previous = tokens[..at]
+        .iter()
+        .rev()
+        .find(|t| !matches!(t.token, Token::Whitespace(_)));
     let already = previous.is_some_and(|t| t.token == Token::SemiColon);
     (is_keyword && !already).then_some(at)
 }
@@ -232,7 +315,12 @@ impl Exec<'_, '_> {
         None
     }
 
-    fn run_one(&mut self, s: &mut Session, line: u32, f: impl FnOnce(&mut Self, &mut Session) -> Result<Flow, SqlError>) -> Option<Flow> {
+    fn run_one(
+        &mut self,
+        s: &mut Session,
+        line: u32,
+        f: impl FnOnce(&mut Self, &mut Session) -> Result<Flow, SqlError>,
+    ) -> Option<Flow> {
         s.last_abort = false;
         match f(self, s) {
             Ok(flow) => Some(flow),
@@ -267,12 +355,29 @@ impl Exec<'_, '_> {
             Statement::Insert(mut ins) => {
                 let db = s.database.clone();
                 let ident_insert = s.options.identity_insert.clone();
-                let plan = self.with_translator(s, |tr| dml::insert(tr, &mut ins, &db, ident_insert.as_deref()))?;
+                let plan = self.with_translator(s, |tr| {
+                    dml::insert(tr, &mut ins, &db, ident_insert.as_deref())
+                })?;
                 self.run_dml(s, plan)
             }
-            Statement::Update { table, mut assignments, from, mut selection, .. } => {
+            Statement::Update {
+                table,
+                mut assignments,
+                from,
+                mut selection,
+                ..
+            } => {
                 let db = s.database.clone();
-                let plan = self.with_translator(s, |tr| dml::update(tr, &table, &mut assignments, from.is_some(), selection.as_mut(), &db))?;
+                let plan = self.with_translator(s, |tr| {
+                    dml::update(
+                        tr,
+                        &table,
+                        &mut assignments,
+                        from.is_some(),
+                        selection.as_mut(),
+                        &db,
+                    )
+                })?;
                 self.run_dml(s, plan)
             }
             Statement::Delete(mut del) => {
@@ -283,39 +388,70 @@ impl Exec<'_, '_> {
             Statement::Truncate { table_names, .. } => self.truncate(s, &table_names),
             Statement::CreateTable(ct) => self.create_table(s, &ct),
             Statement::CreateIndex(ci) => self.create_index(s, &ci),
-            Statement::AlterTable { name, operations, .. } => self.alter_table(s, &name, &operations),
-            Statement::Drop { object_type, if_exists, names, .. } => self.drop(s, object_type, if_exists, &names),
-            Statement::DropProcedure { if_exists, proc_desc, .. } => {
+            Statement::AlterTable {
+                name, operations, ..
+            } => self.alter_table(s, &name, &operations),
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => self.drop(s, object_type, if_exists, &names),
+            Statement::DropProcedure {
+                if_exists,
+                proc_desc,
+                ..
+            } => {
                 let names: Vec<_> = proc_desc.into_iter().map(|d| d.name).collect();
                 self.drop_objects(s, ("P", "procedure"), if_exists, &names)
             }
-            Statement::CreateDatabase { db_name, if_not_exists, .. } => {
-                self.engine.create_database(&name_parts(&db_name).join("."), if_not_exists)?;
+            Statement::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => {
+                self.engine
+                    .create_database(&name_parts(&db_name).join("."), if_not_exists)?;
                 self.ok(s, None)
             }
             Statement::Use(u) => self.use_database(s, &u),
             Statement::StartTransaction { .. } => self.begin(s),
             Statement::Commit { .. } => self.commit(s),
-            Statement::Rollback { savepoint: None, .. } => self.rollback(s),
+            Statement::Rollback {
+                savepoint: None, ..
+            } => self.rollback(s),
             Statement::Set(set) => self.set(s, set),
             Statement::Declare { stmts } => self.declare(s, stmts),
             Statement::If(ifs) => self.if_statement(s, ifs),
-            Statement::Execute { name: Some(name), parameters, .. } => self.execute(s, &name, parameters),
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                ..
+            } => self.execute(s, &name, parameters),
             Statement::Return(r) => {
                 let status = match r.value {
-                    Some(sqlparser::ast::ReturnStatementValue::Expr(e)) => match self.eval(s, &e)?.0 {
-                        Value::Int(n) => i32::try_from(n).unwrap_or(0),
-                        _ => 0,
-                    },
+                    Some(sqlparser::ast::ReturnStatementValue::Expr(e)) => {
+                        match self.eval(s, &e)?.0 {
+                            Value::Int(n) => i32::try_from(n).unwrap_or(0),
+                            _ => 0,
+                        }
+                    }
                     None => 0,
                 };
                 Ok(Flow::Return(status))
             }
-            other => Err(SqlError::unsupported(format!("the statement '{}'", first_words(&other.to_string())))),
+            other => Err(SqlError::unsupported(format!(
+                "the statement '{}'",
+                first_words(&other.to_string())
+            ))),
         }
     }
 
-    fn with_translator<T>(&mut self, s: &mut Session, f: impl FnOnce(&mut Translator<'_>) -> Result<T, SqlError>) -> Result<T, SqlError> {
+    fn with_translator<T>(
+        &mut self,
+        s: &mut Session,
+        f: impl FnOnce(&mut Translator<'_>) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
         let sys = sys_values(s);
         let (result, views) = {
             let mut tr = Translator::new(&s.conn, &s.vars, &sys);
@@ -327,7 +463,11 @@ impl Exec<'_, '_> {
         Ok(value)
     }
 
-    fn refresh_views(&self, s: &Session, views: &[&'static catalog::ViewDef]) -> Result<(), SqlError> {
+    fn refresh_views(
+        &self,
+        s: &Session,
+        views: &[&'static catalog::ViewDef],
+    ) -> Result<(), SqlError> {
         if views.is_empty() {
             return Ok(());
         }
@@ -339,7 +479,12 @@ impl Exec<'_, '_> {
     }
 
     /// Translates a query; returns SQL, binds and columns.
-    pub fn translate_query(&mut self, s: &mut Session, q: &mut Query, raw: bool) -> Result<(String, Vec<SqliteValue>, Vec<OutCol>), SqlError> {
+    pub fn translate_query(
+        &mut self,
+        s: &mut Session,
+        q: &mut Query,
+        raw: bool,
+    ) -> Result<(String, Vec<SqliteValue>, Vec<OutCol>), SqlError> {
         let sys = sys_values(s);
         let (cols, binds, views) = {
             let mut tr = Translator::new(&s.conn, &s.vars, &sys);
@@ -360,14 +505,22 @@ impl Exec<'_, '_> {
     }
 
     /// Runs a query and streams its rows to the sink.
-    pub fn stream(&mut self, s: &Session, sql: &str, binds: &[SqliteValue], cols: &[OutCol]) -> Result<u64, SqlError> {
+    pub fn stream(
+        &mut self,
+        s: &Session,
+        sql: &str,
+        binds: &[SqliteValue],
+        cols: &[OutCol],
+    ) -> Result<u64, SqlError> {
         let descs: Vec<ColumnDesc> = cols.iter().map(|c| c.desc.clone()).collect();
         let mut stmt = s.conn.prepare_cached(sql).map_err(sqlite_err)?;
         self.sink.columns(&descs);
         if s.options.fmtonly {
             return Ok(0);
         }
-        let mut rows = stmt.query(params_from_iter(binds.iter())).map_err(sqlite_err)?;
+        let mut rows = stmt
+            .query(params_from_iter(binds.iter()))
+            .map_err(sqlite_err)?;
         let mut buf: Vec<Value> = Vec::with_capacity(cols.len());
         let mut count = 0u64;
         while let Some(row) = rows.next().map_err(sqlite_err)? {
@@ -382,13 +535,20 @@ impl Exec<'_, '_> {
         Ok(count)
     }
 
-    fn select_assign(&mut self, s: &mut Session, mut q: Box<Query>, targets: Vec<String>) -> Result<Flow, SqlError> {
+    fn select_assign(
+        &mut self,
+        s: &mut Session,
+        mut q: Box<Query>,
+        targets: Vec<String>,
+    ) -> Result<Flow, SqlError> {
         let (sql, binds, _) = self.translate_query(s, &mut q, false)?;
         let mut rows_seen = 0u64;
         let mut last: Option<Vec<SqliteValue>> = None;
         {
             let mut stmt = s.conn.prepare_cached(&sql).map_err(sqlite_err)?;
-            let mut rows = stmt.query(params_from_iter(binds.iter())).map_err(sqlite_err)?;
+            let mut rows = stmt
+                .query(params_from_iter(binds.iter()))
+                .map_err(sqlite_err)?;
             while let Some(row) = rows.next().map_err(sqlite_err)? {
                 rows_seen += 1;
                 let mut vals = Vec::with_capacity(targets.len());
@@ -424,7 +584,9 @@ impl Exec<'_, '_> {
 
     fn run_identity_insert(&mut self, s: &mut Session, mut plan: DmlPlan) -> Result<u64, SqlError> {
         let slot = plan.identity_bind.unwrap_or(0);
-        s.conn.execute_batch("SAVEPOINT __tds_identity").map_err(sqlite_err)?;
+        s.conn
+            .execute_batch("SAVEPOINT __tds_identity")
+            .map_err(sqlite_err)?;
         let result = (|| {
             let next = catalog::identity_next(&s.conn, plan.table.object_id)?;
             if let Some(b) = slot.checked_sub(1).and_then(|i| plan.binds.get_mut(i)) {
@@ -443,7 +605,9 @@ impl Exec<'_, '_> {
         })();
         match result {
             Ok((n, last)) => {
-                s.conn.execute_batch("RELEASE __tds_identity").map_err(sqlite_err)?;
+                s.conn
+                    .execute_batch("RELEASE __tds_identity")
+                    .map_err(sqlite_err)?;
                 if n > 0 {
                     s.identity = Some(last);
                     s.scope_identity = Some(last);
@@ -451,41 +615,70 @@ impl Exec<'_, '_> {
                 Ok(n as u64)
             }
             Err(e) => {
-                let _ = s.conn.execute_batch("ROLLBACK TO __tds_identity; RELEASE __tds_identity");
+                let _ = s
+                    .conn
+                    .execute_batch("ROLLBACK TO __tds_identity; RELEASE __tds_identity");
                 Err(e)
             }
         }
     }
 
-    fn truncate(&mut self, s: &mut Session, names: &[sqlparser::ast::TruncateTableTarget]) -> Result<Flow, SqlError> {
+    fn truncate(
+        &mut self,
+        s: &mut Session,
+        names: &[sqlparser::ast::TruncateTableTarget],
+    ) -> Result<Flow, SqlError> {
         for t in names {
             let parts = name_parts(&t.name);
             let name = parts.last().cloned().unwrap_or_default();
-            let table = catalog::table(&s.conn, &name)?.ok_or_else(|| SqlError::invalid_object(&t.name.to_string()))?;
+            let table = catalog::table(&s.conn, &name)?
+                .ok_or_else(|| SqlError::invalid_object(&t.name.to_string()))?;
             // TODO(tdsguard): TRUNCATE should also reset the identity to its seed.
-            s.conn.execute(&format!("DELETE FROM {}", dml::quote(&table.sqlite_name)), []).map_err(sqlite_err)?;
+            s.conn
+                .execute(
+                    &format!("DELETE FROM {}", dml::quote(&table.sqlite_name)),
+                    [],
+                )
+                .map_err(sqlite_err)?;
         }
         self.ok(s, None)
     }
 
     fn in_savepoint(s: &Session, f: impl FnOnce() -> Result<(), SqlError>) -> Result<(), SqlError> {
-        s.conn.execute_batch("SAVEPOINT __tds_ddl").map_err(sqlite_err)?;
+        s.conn
+            .execute_batch("SAVEPOINT __tds_ddl")
+            .map_err(sqlite_err)?;
         match f() {
-            Ok(()) => s.conn.execute_batch("RELEASE __tds_ddl").map_err(sqlite_err),
+            Ok(()) => s
+                .conn
+                .execute_batch("RELEASE __tds_ddl")
+                .map_err(sqlite_err),
             Err(e) => {
-                let _ = s.conn.execute_batch("ROLLBACK TO __tds_ddl; RELEASE __tds_ddl");
+                let _ = s
+                    .conn
+                    .execute_batch("ROLLBACK TO __tds_ddl; RELEASE __tds_ddl");
                 Err(e)
             }
         }
     }
 
-    fn create_table(&mut self, s: &mut Session, ct: &sqlparser::ast::CreateTable) -> Result<Flow, SqlError> {
+    fn create_table(
+        &mut self,
+        s: &mut Session,
+        ct: &sqlparser::ast::CreateTable,
+    ) -> Result<Flow, SqlError> {
         let plan = self.with_translator(s, |tr| dml::create_table(tr, ct))?;
         if catalog::object_id(&s.conn, &plan.name, None)?.is_some() {
             if ct.if_not_exists {
                 return self.ok(s, None);
             }
-            return Err(SqlError::new(2714, format!("There is already an object named '{}' in the database.", plan.name)));
+            return Err(SqlError::new(
+                2714,
+                format!(
+                    "There is already an object named '{}' in the database.",
+                    plan.name
+                ),
+            ));
         }
         Self::in_savepoint(s, || {
             s.conn.execute_batch(&plan.sql).map_err(sqlite_err)?;
@@ -498,33 +691,64 @@ impl Exec<'_, '_> {
         self.ok(s, None)
     }
 
-    fn create_index(&mut self, s: &mut Session, ci: &sqlparser::ast::CreateIndex) -> Result<Flow, SqlError> {
+    fn create_index(
+        &mut self,
+        s: &mut Session,
+        ci: &sqlparser::ast::CreateIndex,
+    ) -> Result<Flow, SqlError> {
         let table_parts = name_parts(&ci.table_name);
         let table_name = table_parts.last().cloned().unwrap_or_default();
-        let table = catalog::table(&s.conn, &table_name)?.ok_or_else(|| SqlError::invalid_object(&ci.table_name.to_string()))?;
-        let index = ci.name.as_ref().map(|n| name_parts(n).join("_")).unwrap_or_else(|| "ix".into());
-        let cols: Vec<String> = ci.columns.iter().map(|c| c.to_string().replace('[', "\"").replace(']', "\"")).collect();
+        let table = catalog::table(&s.conn, &table_name)?
+            .ok_or_else(|| SqlError::invalid_object(&ci.table_name.to_string()))?;
+        let index = ci
+            .name
+            .as_ref()
+            .map(|n| name_parts(n).join("_"))
+            .unwrap_or_else(|| "ix".into());
+        let cols: Vec<String> = ci
+            .columns
+            .iter()
+            .map(|c| c.to_string().replace(['[', ']'], "\""))
+            .collect();
         let sql = format!(
             "CREATE {}INDEX {}{} ON {} ({})",
             if ci.unique { "UNIQUE " } else { "" },
-            if ci.if_not_exists { "IF NOT EXISTS " } else { "" },
+            if ci.if_not_exists {
+                "IF NOT EXISTS "
+            } else {
+                ""
+            },
             dml::quote(&format!("{}__{index}", table.sqlite_name)),
             dml::quote(&table.sqlite_name),
             cols.join(", ")
         );
-        s.conn.execute_batch(&sql).map_err(|e| from_sqlite(&e, &table.name))?;
+        s.conn
+            .execute_batch(&sql)
+            .map_err(|e| from_sqlite(&e, &table.name))?;
         self.ok(s, None)
     }
 
-    fn alter_table(&mut self, s: &mut Session, name: &sqlparser::ast::ObjectName, ops: &[sqlparser::ast::AlterTableOperation]) -> Result<Flow, SqlError> {
+    fn alter_table(
+        &mut self,
+        s: &mut Session,
+        name: &sqlparser::ast::ObjectName,
+        ops: &[sqlparser::ast::AlterTableOperation],
+    ) -> Result<Flow, SqlError> {
         let parts = name_parts(name);
-        let table = catalog::table(&s.conn, parts.last().map(String::as_str).unwrap_or_default())?
-            .ok_or_else(|| SqlError::invalid_object(&name.to_string()))?;
+        let table = catalog::table(
+            &s.conn,
+            parts.last().map(String::as_str).unwrap_or_default(),
+        )?
+        .ok_or_else(|| SqlError::invalid_object(&name.to_string()))?;
         for op in ops {
             let sqlparser::ast::AlterTableOperation::AddColumn { column_def, .. } = op else {
-                return Err(SqlError::unsupported(format!("ALTER TABLE {}", first_words(&op.to_string()))));
+                return Err(SqlError::unsupported(format!(
+                    "ALTER TABLE {}",
+                    first_words(&op.to_string())
+                )));
             };
-            let (sql, info) = self.with_translator(s, |tr| dml::add_column(tr, &table, column_def))?;
+            let (sql, info) =
+                self.with_translator(s, |tr| dml::add_column(tr, &table, column_def))?;
             let next_id = table.columns.len() as i64 + 1;
             Self::in_savepoint(s, || {
                 s.conn.execute_batch(&sql).map_err(sqlite_err)?;
@@ -534,7 +758,13 @@ impl Exec<'_, '_> {
         self.ok(s, None)
     }
 
-    fn drop(&mut self, s: &mut Session, kind: ObjectType, if_exists: bool, names: &[sqlparser::ast::ObjectName]) -> Result<Flow, SqlError> {
+    fn drop(
+        &mut self,
+        s: &mut Session,
+        kind: ObjectType,
+        if_exists: bool,
+        names: &[sqlparser::ast::ObjectName],
+    ) -> Result<Flow, SqlError> {
         let (code, word) = match kind {
             ObjectType::Table => ("U", "table"),
             _ => return Err(SqlError::unsupported(format!("DROP {kind}"))),
@@ -542,7 +772,13 @@ impl Exec<'_, '_> {
         self.drop_objects(s, (code, word), if_exists, names)
     }
 
-    fn drop_objects(&mut self, s: &mut Session, (code, word): (&str, &str), if_exists: bool, names: &[sqlparser::ast::ObjectName]) -> Result<Flow, SqlError> {
+    fn drop_objects(
+        &mut self,
+        s: &mut Session,
+        (code, word): (&str, &str),
+        if_exists: bool,
+        names: &[sqlparser::ast::ObjectName],
+    ) -> Result<Flow, SqlError> {
         for n in names {
             let parts = name_parts(n);
             let name = parts.last().cloned().unwrap_or_default();
@@ -554,7 +790,9 @@ impl Exec<'_, '_> {
             };
             Self::in_savepoint(s, || {
                 if code == "U" {
-                    s.conn.execute_batch(&format!("DROP TABLE {}", dml::quote(&name))).map_err(sqlite_err)?;
+                    s.conn
+                        .execute_batch(&format!("DROP TABLE {}", dml::quote(&name)))
+                        .map_err(sqlite_err)?;
                 }
                 catalog::drop_object(&s.conn, id)
             })?;
@@ -575,8 +813,14 @@ impl Exec<'_, '_> {
         let (canonical, conn) = self.engine.connect(&name)?;
         let old = std::mem::replace(&mut s.database, canonical.clone());
         s.conn = conn;
-        self.sink.env_change(EnvChange::Database { old, new: canonical.clone() });
-        self.sink.error(SqlError::info(5701, format!("Changed database context to '{canonical}'.")));
+        self.sink.env_change(EnvChange::Database {
+            old,
+            new: canonical.clone(),
+        });
+        self.sink.error(SqlError::info(
+            5701,
+            format!("Changed database context to '{canonical}'."),
+        ));
         self.ok(s, None)
     }
 
@@ -585,7 +829,9 @@ impl Exec<'_, '_> {
             s.conn.execute_batch("BEGIN").map_err(sqlite_err)?;
             s.tran_descriptor = s.next_descriptor;
             s.next_descriptor += 1;
-            self.sink.env_change(EnvChange::BeginTran { descriptor: s.tran_descriptor });
+            self.sink.env_change(EnvChange::BeginTran {
+                descriptor: s.tran_descriptor,
+            });
         }
         s.tran_count += 1;
         self.ok(s, None)
@@ -593,7 +839,10 @@ impl Exec<'_, '_> {
 
     fn commit(&mut self, s: &mut Session) -> Result<Flow, SqlError> {
         if s.tran_count == 0 {
-            return Err(SqlError::new(3902, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION."));
+            return Err(SqlError::new(
+                3902,
+                "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+            ));
         }
         s.tran_count -= 1;
         if s.tran_count == 0 {
@@ -606,7 +855,10 @@ impl Exec<'_, '_> {
 
     fn rollback(&mut self, s: &mut Session) -> Result<Flow, SqlError> {
         if s.tran_count == 0 {
-            return Err(SqlError::new(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION."));
+            return Err(SqlError::new(
+                3903,
+                "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+            ));
         }
         s.tran_count = 0;
         s.conn.execute_batch("ROLLBACK").map_err(sqlite_err)?;
@@ -617,7 +869,9 @@ impl Exec<'_, '_> {
 
     fn set(&mut self, s: &mut Session, set: Set) -> Result<Flow, SqlError> {
         match set {
-            Set::SingleAssignment { variable, values, .. } => {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
                 let name = name_parts(&variable).join(".");
                 if !name.starts_with('@') {
                     return self.ok(s, None);
@@ -646,7 +900,8 @@ impl Exec<'_, '_> {
                 if catalog::table(&s.conn, &table)?.is_none() {
                     return Err(SqlError::invalid_object(&ii.obj.to_string()));
                 }
-                s.options.identity_insert = matches!(ii.value, SessionParamValue::On).then_some(table);
+                s.options.identity_insert =
+                    matches!(ii.value, SessionParamValue::On).then_some(table);
                 self.ok(s, None)
             }
             // Other SET forms (isolation level, statistics, offsets) are accepted and ignored.
@@ -654,10 +909,16 @@ impl Exec<'_, '_> {
         }
     }
 
-    fn declare(&mut self, s: &mut Session, stmts: Vec<sqlparser::ast::Declare>) -> Result<Flow, SqlError> {
+    fn declare(
+        &mut self,
+        s: &mut Session,
+        stmts: Vec<sqlparser::ast::Declare>,
+    ) -> Result<Flow, SqlError> {
         for d in stmts {
             let Some(dt) = d.data_type else {
-                return Err(SqlError::unsupported("DECLARE without a type (cursors, tables)"));
+                return Err(SqlError::unsupported(
+                    "DECLARE without a type (cursors, tables)",
+                ));
             };
             let ty = SqlType::parse(&dt.to_string())?;
             for n in &d.names {
@@ -668,9 +929,19 @@ impl Exec<'_, '_> {
                 if s.vars.len() >= MAX_VARIABLES {
                     return Err(SqlError::unsupported("more variables in one batch"));
                 }
-                s.vars.insert(key, Variable { ty, value: Value::Null });
+                s.vars.insert(
+                    key,
+                    Variable {
+                        ty,
+                        value: Value::Null,
+                    },
+                );
             }
-            if let Some(sqlparser::ast::DeclareAssignment::Expr(e) | sqlparser::ast::DeclareAssignment::Default(e)) = d.assignment {
+            if let Some(
+                sqlparser::ast::DeclareAssignment::Expr(e)
+                | sqlparser::ast::DeclareAssignment::Default(e),
+            ) = d.assignment
+            {
                 let v = self.eval_raw(s, &e)?;
                 for n in &d.names {
                     assign(s, &n.value, ValueRef::from(&v))?;
@@ -680,13 +951,22 @@ impl Exec<'_, '_> {
         self.ok(s, None)
     }
 
-    fn if_statement(&mut self, s: &mut Session, ifs: sqlparser::ast::IfStatement) -> Result<Flow, SqlError> {
-        let blocks = std::iter::once(ifs.if_block).chain(ifs.elseif_blocks).chain(ifs.else_block);
+    fn if_statement(
+        &mut self,
+        s: &mut Session,
+        ifs: sqlparser::ast::IfStatement,
+    ) -> Result<Flow, SqlError> {
+        let blocks = std::iter::once(ifs.if_block)
+            .chain(ifs.elseif_blocks)
+            .chain(ifs.else_block);
         for block in blocks {
             let taken = match &block.condition {
                 Some(cond) => {
                     let text = format!("CASE WHEN {cond} THEN 1 ELSE 0 END");
-                    let e = Parser::new(&MsSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr()).map_err(|e| parse_error(&e.to_string()))?;
+                    let e = Parser::new(&MsSqlDialect {})
+                        .try_with_sql(&text)
+                        .and_then(|mut p| p.parse_expr())
+                        .map_err(|e| parse_error(&e.to_string()))?;
                     matches!(self.eval(s, &e)?.0, Value::Int(1))
                 }
                 None => true,
@@ -705,12 +985,21 @@ impl Exec<'_, '_> {
     /// Evaluates a scalar expression to its SQLite (expression-form) value.
     fn eval_raw(&mut self, s: &mut Session, e: &Expr) -> Result<SqliteValue, SqlError> {
         let (sql, binds, _) = self.eval_query(s, e)?;
-        s.conn.query_row(&sql, params_from_iter(binds.iter()), |r| r.get::<_, SqliteValue>(0)).map_err(|e| from_sqlite(&e, ""))
+        s.conn
+            .query_row(&sql, params_from_iter(binds.iter()), |r| {
+                r.get::<_, SqliteValue>(0)
+            })
+            .map_err(|e| from_sqlite(&e, ""))
     }
 
-    fn eval_query(&mut self, s: &mut Session, e: &Expr) -> Result<(String, Vec<SqliteValue>, Vec<OutCol>), SqlError> {
+    fn eval_query(
+        &mut self,
+        s: &mut Session,
+        e: &Expr,
+    ) -> Result<(String, Vec<SqliteValue>, Vec<OutCol>), SqlError> {
         let text = format!("SELECT {e}");
-        let mut st = Parser::parse_sql(&MsSqlDialect {}, &text).map_err(|e| parse_error(&e.to_string()))?;
+        let mut st =
+            Parser::parse_sql(&MsSqlDialect {}, &text).map_err(|e| parse_error(&e.to_string()))?;
         let Some(Statement::Query(mut q)) = st.pop() else {
             return Err(SqlError::syntax(&e.to_string()));
         };
@@ -721,45 +1010,88 @@ impl Exec<'_, '_> {
     pub fn eval(&mut self, s: &mut Session, e: &Expr) -> Result<(Value, SqlType), SqlError> {
         let (sql, binds, cols) = self.eval_query(s, e)?;
         let ty = cols.first().map(|c| c.desc.ty).unwrap_or(SqlType::Int);
-        let v: SqliteValue = s.conn.query_row(&sql, params_from_iter(binds.iter()), |r| r.get(0)).map_err(|e| from_sqlite(&e, ""))?;
+        let v: SqliteValue = s
+            .conn
+            .query_row(&sql, params_from_iter(binds.iter()), |r| r.get(0))
+            .map_err(|e| from_sqlite(&e, ""))?;
         Ok((types::from_sqlite(ValueRef::from(&v), &ty, false)?, ty))
     }
 
-    fn execute(&mut self, s: &mut Session, name: &sqlparser::ast::ObjectName, parameters: Vec<Expr>) -> Result<Flow, SqlError> {
+    fn execute(
+        &mut self,
+        s: &mut Session,
+        name: &sqlparser::ast::ObjectName,
+        parameters: Vec<Expr>,
+    ) -> Result<Flow, SqlError> {
         let proc_name = name_parts(name).last().cloned().unwrap_or_default();
         let mut args = Vec::with_capacity(parameters.len());
         for p in parameters {
             let (arg_name, expr) = match p {
-                Expr::BinaryOp { left, op: sqlparser::ast::BinaryOperator::Eq, right } => match *left {
+                Expr::BinaryOp {
+                    left,
+                    op: sqlparser::ast::BinaryOperator::Eq,
+                    right,
+                } => match *left {
                     Expr::Identifier(id) if id.value.starts_with('@') => (id.value, *right),
-                    other => (String::new(), Expr::BinaryOp { left: Box::new(other), op: sqlparser::ast::BinaryOperator::Eq, right }),
+                    other => (
+                        String::new(),
+                        Expr::BinaryOp {
+                            left: Box::new(other),
+                            op: sqlparser::ast::BinaryOperator::Eq,
+                            right,
+                        },
+                    ),
                 },
                 other => (String::new(), other),
             };
             let target = match &expr {
-                Expr::Identifier(id) if id.value.starts_with('@') && !id.value.starts_with("@@") => Some(id.value.clone()),
+                Expr::Identifier(id)
+                    if id.value.starts_with('@') && !id.value.starts_with("@@") =>
+                {
+                    Some(id.value.clone())
+                }
                 _ => None,
             };
             let (value, ty) = self.eval(s, &expr)?;
-            args.push(procs::Arg { name: arg_name, ty, value, target });
+            args.push(procs::Arg {
+                name: arg_name,
+                ty,
+                value,
+                target,
+            });
         }
         self.call(s, &proc_name, args)?;
         Ok(Flow::Continue)
     }
 
     /// Calls a system or user procedure.
-    pub fn call(&mut self, s: &mut Session, name: &str, args: Vec<procs::Arg>) -> Result<(), SqlError> {
+    pub fn call(
+        &mut self,
+        s: &mut Session,
+        name: &str,
+        args: Vec<procs::Arg>,
+    ) -> Result<(), SqlError> {
         if s.proc_depth >= MAX_NESTING {
             return Err(SqlError::new(217, "Maximum stored procedure, function, trigger, or view nesting level exceeded (limit 32)."));
         }
         procs::call(self, s, name, args)
     }
 
-    fn create_procedure(&mut self, s: &mut Session, def: procs::ProcText) -> Result<Flow, SqlError> {
+    fn create_procedure(
+        &mut self,
+        s: &mut Session,
+        def: procs::ProcText,
+    ) -> Result<Flow, SqlError> {
         procs::ProcDef::parse(&def.text)?;
         if let Some(id) = catalog::object_id(&s.conn, &def.name, Some("P"))? {
             if !def.or_alter {
-                return Err(SqlError::new(2714, format!("There is already an object named '{}' in the database.", def.name)));
+                return Err(SqlError::new(
+                    2714,
+                    format!(
+                        "There is already an object named '{}' in the database.",
+                        def.name
+                    ),
+                ));
             }
             catalog::drop_object(&s.conn, id)?;
         }
@@ -768,7 +1100,13 @@ impl Exec<'_, '_> {
     }
 
     /// Runs a batch as a nested scope with its own variables (procedure body, sp_executesql).
-    pub fn nested(&mut self, s: &mut Session, sql: &str, vars: std::collections::HashMap<String, Variable>, in_proc: bool) -> (Option<i32>, std::collections::HashMap<String, Variable>) {
+    pub fn nested(
+        &mut self,
+        s: &mut Session,
+        sql: &str,
+        vars: std::collections::HashMap<String, Variable>,
+        in_proc: bool,
+    ) -> (Option<i32>, std::collections::HashMap<String, Variable>) {
         let saved = std::mem::replace(&mut s.vars, vars);
         let saved_scope = s.scope_identity;
         if in_proc {
@@ -785,7 +1123,10 @@ impl Exec<'_, '_> {
 }
 
 fn first_words(text: &str) -> String {
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `SELECT @a = x, @b = y ...`: returns the variable names and leaves plain items behind.
@@ -802,7 +1143,10 @@ fn assignment_targets(q: &mut Query) -> Option<Vec<String>> {
     for item in sel.projection.iter_mut() {
         if let SelectItem::ExprWithAlias { expr, alias } = item {
             names.push(alias.value.clone());
-            *item = SelectItem::UnnamedExpr(std::mem::replace(expr, Expr::value(sqlparser::ast::Value::Null)));
+            *item = SelectItem::UnnamedExpr(std::mem::replace(
+                expr,
+                Expr::value(sqlparser::ast::Value::Null),
+            ));
         }
     }
     Some(names)
@@ -811,7 +1155,11 @@ fn assignment_targets(q: &mut Query) -> Option<Vec<String>> {
 /// Assigns a value to a declared variable, converting it to the variable's type.
 pub(crate) fn assign(s: &mut Session, name: &str, v: ValueRef<'_>) -> Result<(), SqlError> {
     let key = name.to_ascii_lowercase();
-    let ty = s.vars.get(&key).map(|v| v.ty).ok_or_else(|| SqlError::undeclared(name))?;
+    let ty = s
+        .vars
+        .get(&key)
+        .map(|v| v.ty)
+        .ok_or_else(|| SqlError::undeclared(name))?;
     let stored = types::to_storage(v, &ty, ConvMode::Cast, ("", ""))?;
     let value = types::from_sqlite(ValueRef::from(&stored), &ty, false)?;
     if let Some(var) = s.vars.get_mut(&key) {
@@ -827,13 +1175,25 @@ mod tests {
     #[test]
     fn batch_normalization() {
         assert!(parse_batch("BEGIN TRAN; COMMIT TRAN").is_ok());
-        assert_eq!(parse_batch("SET ANSI_WARNINGS ON, ANSI_PADDING ON").unwrap().len(), 2);
+        assert_eq!(
+            parse_batch("SET ANSI_WARNINGS ON, ANSI_PADDING ON")
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(parse_batch("CREATE TABLE t (id int PRIMARY KEY CLUSTERED)").is_ok());
     }
 
     #[test]
     fn statements_without_separators() {
-        assert_eq!(parse_batch("SET NOCOUNT ON\nSELECT 1\nSELECT 2 FROM t WHERE a = 1\nINSERT INTO t VALUES (1)").unwrap().len(), 4);
+        assert_eq!(
+            parse_batch(
+                "SET NOCOUNT ON\nSELECT 1\nSELECT 2 FROM t WHERE a = 1\nINSERT INTO t VALUES (1)"
+            )
+            .unwrap()
+            .len(),
+            4
+        );
     }
 
     #[test]
@@ -847,7 +1207,13 @@ mod tests {
     fn parameter_declarations() {
         let d = parse_param_decl("@a int, @b decimal(10, 2) OUTPUT").unwrap();
         assert_eq!(d.len(), 2);
-        assert_eq!(d[1].ty, SqlType::Decimal { precision: 10, scale: 2 });
+        assert_eq!(
+            d[1].ty,
+            SqlType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
         assert!(d[1].output);
     }
 }

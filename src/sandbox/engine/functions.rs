@@ -45,7 +45,8 @@ fn store(ctx: &Context<'_>) -> rusqlite::Result<SqliteValue> {
     let ty = parse_type(ctx, 1)?;
     let table: String = ctx.get(2)?;
     let column: String = ctx.get(3)?;
-    types::to_storage(ctx.get_raw(0), &ty, ConvMode::Store, (&table, &column)).map_err(function_failure)
+    types::to_storage(ctx.get_raw(0), &ty, ConvMode::Store, (&table, &column))
+        .map_err(function_failure)
 }
 
 fn cast(ctx: &Context<'_>) -> rusqlite::Result<SqliteValue> {
@@ -109,7 +110,9 @@ fn new_guid_text() -> String {
 
 /// Current UTC time in the stored text form.
 pub fn now_text(with_offset: bool) -> String {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = since.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
@@ -162,12 +165,27 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         register(&conn).unwrap();
         let err = conn
-            .query_row("SELECT __tds_store('abcd', 'nvarchar(2)', 't', 'c')", [], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT __tds_store('abcd', 'nvarchar(2)', 't', 'c')",
+                [],
+                |r| r.get::<_, String>(0),
+            )
             .unwrap_err();
-        assert_eq!(crate::sandbox::engine::errors::from_sqlite(&err, "t").number, 2628);
-        let ok: i64 = conn.query_row("SELECT __tds_store('12.345', 'decimal(10,2)', 't', 'c')", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            crate::sandbox::engine::errors::from_sqlite(&err, "t").number,
+            2628
+        );
+        let ok: i64 = conn
+            .query_row(
+                "SELECT __tds_store('12.345', 'decimal(10,2)', 't', 'c')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(ok, 1235);
-        let n: i64 = conn.query_row("SELECT __tds_len('ab  ')", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT __tds_len('ab  ')", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 2);
     }
 }

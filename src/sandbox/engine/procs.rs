@@ -12,7 +12,9 @@ use rusqlite::types::ValueRef;
 use crate::sandbox::engine::catalog;
 use crate::sandbox::engine::errors::SqlError;
 use crate::sandbox::engine::exec::{assign, parse_param_decl, Exec};
-use crate::sandbox::engine::session::{ColumnDesc, Prepared, ReturnValue, Session, Variable, MAX_PREPARED_PER_SESSION};
+use crate::sandbox::engine::session::{
+    ColumnDesc, Prepared, ReturnValue, Session, Variable, MAX_PREPARED_PER_SESSION,
+};
 use crate::sandbox::engine::types::{expression_form, Len, SqlType, Value};
 
 /// One argument of a procedure call.
@@ -40,18 +42,22 @@ impl ParamDecl {
     /// Parses `@name [AS] type [= default] [OUTPUT|OUT] [READONLY]`.
     pub fn parse(text: &str) -> Result<ParamDecl, SqlError> {
         let text = text.trim();
-        let (name, rest) = text.split_once(char::is_whitespace).ok_or_else(|| SqlError::syntax(text))?;
+        let (name, rest) = text
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| SqlError::syntax(text))?;
         if !name.starts_with('@') {
             return Err(SqlError::syntax(name));
         }
         let mut rest = rest.trim();
-        if rest.len() > 3 && rest[..3].eq_ignore_ascii_case("as ") {
-            rest = rest[3..].trim();
+        if rest.get(..3).is_some_and(|w| w.eq_ignore_ascii_case("as ")) {
+            rest = rest.get(3..).unwrap_or_default().trim();
         }
         let mut output = false;
         for suffix in ["output", "out", "readonly"] {
             let lower = rest.to_ascii_lowercase();
-            if lower.ends_with(suffix) && lower[..lower.len() - suffix.len()].ends_with(char::is_whitespace) {
+            if lower.ends_with(suffix)
+                && lower[..lower.len() - suffix.len()].ends_with(char::is_whitespace)
+            {
                 output |= suffix != "readonly";
                 rest = rest[..rest.len() - suffix.len()].trim();
             }
@@ -60,7 +66,12 @@ impl ParamDecl {
             Some((t, d)) => (t.trim(), Some(d.trim().to_string())),
             None => (rest, None),
         };
-        Ok(ParamDecl { name: name.to_string(), ty: SqlType::parse(ty_text)?, output, default })
+        Ok(ParamDecl {
+            name: name.to_string(),
+            ty: SqlType::parse(ty_text)?,
+            output,
+            default,
+        })
     }
 }
 
@@ -74,7 +85,9 @@ pub struct ProcText {
 /// Words at the start of `text`, skipping whitespace; returns (word, rest).
 fn next_word(text: &str) -> (&str, &str) {
     let t = text.trim_start();
-    let end = t.find(|c: char| c.is_whitespace() || c == '(' || c == ';').unwrap_or(t.len());
+    let end = t
+        .find(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .unwrap_or(t.len());
     (&t[..end], &t[end..])
 }
 
@@ -98,8 +111,17 @@ pub fn create_procedure_text(sql: &str) -> Option<ProcText> {
         return None;
     }
     let (name, _) = next_word(rest);
-    let name = name.rsplit('.').next().unwrap_or(name).trim_matches(|c| c == '[' || c == ']' || c == '"').to_string();
-    Some(ProcText { name, or_alter, text: sql.to_string() })
+    let name = name
+        .rsplit('.')
+        .next()
+        .unwrap_or(name)
+        .trim_matches(|c| c == '[' || c == ']' || c == '"')
+        .to_string();
+    Some(ProcText {
+        name,
+        or_alter,
+        text: sql.to_string(),
+    })
 }
 
 /// Byte offset of the first top-level `AS` word (outside quotes, brackets and parentheses).
@@ -115,9 +137,16 @@ fn find_as(text: &str) -> Option<usize> {
             b')' if !quote && !bracket => depth -= 1,
             _ if quote || bracket || depth != 0 => {}
             b'a' | b'A' => {
-                let word = bytes.get(i..i + 2).is_some_and(|w| w.eq_ignore_ascii_case(b"as"));
-                let before = i == 0 || !bytes[i - 1].is_ascii_alphanumeric() && bytes[i - 1] != b'_' && bytes[i - 1] != b'@';
-                let after = bytes.get(i + 2).is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_');
+                let word = bytes
+                    .get(i..i + 2)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"as"));
+                let before = i == 0
+                    || !bytes[i - 1].is_ascii_alphanumeric()
+                        && bytes[i - 1] != b'_'
+                        && bytes[i - 1] != b'@';
+                let after = bytes
+                    .get(i + 2)
+                    .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_');
                 if word && before && after {
                     return Some(i);
                 }
@@ -138,7 +167,9 @@ impl ProcDef {
     /// Parses the stored CREATE PROCEDURE text.
     pub fn parse(text: &str) -> Result<ProcDef, SqlError> {
         let lower = text.to_ascii_lowercase();
-        let kw = lower.find("proc").ok_or_else(|| SqlError::syntax("PROCEDURE"))?;
+        let kw = lower
+            .find("proc")
+            .ok_or_else(|| SqlError::syntax("PROCEDURE"))?;
         let (_, after_kw) = next_word(&text[kw..]);
         let (_, after_name) = next_word(after_kw);
         let at = find_as(after_name).ok_or_else(|| SqlError::syntax("end of batch"))?;
@@ -147,7 +178,10 @@ impl ProcDef {
             params = &params[1..params.len() - 1];
         }
         let params = parse_param_decl(params)?;
-        Ok(ProcDef { params, body: strip_begin_end(after_name[at + 2..].trim()).to_string() })
+        Ok(ProcDef {
+            params,
+            body: strip_begin_end(after_name[at + 2..].trim()).to_string(),
+        })
     }
 }
 
@@ -179,10 +213,20 @@ fn int_arg(args: &[Arg], i: usize) -> Option<i64> {
 }
 
 /// Dispatches a procedure call.
-pub(crate) fn call(ex: &mut Exec<'_, '_>, s: &mut Session, name: &str, args: Vec<Arg>) -> Result<(), SqlError> {
+pub(crate) fn call(
+    ex: &mut Exec<'_, '_>,
+    s: &mut Session,
+    name: &str,
+    args: Vec<Arg>,
+) -> Result<(), SqlError> {
     match name.to_ascii_lowercase().as_str() {
         "sp_executesql" => {
-            let sql = text_arg(&args, 0).ok_or_else(|| SqlError::new(214, "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'."))?;
+            let sql = text_arg(&args, 0).ok_or_else(|| {
+                SqlError::new(
+                    214,
+                    "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'.",
+                )
+            })?;
             let decl = text_arg(&args, 1).unwrap_or_default();
             let params = parse_param_decl(&decl)?;
             let rest = args.get(2..).unwrap_or_default().to_vec();
@@ -190,9 +234,15 @@ pub(crate) fn call(ex: &mut Exec<'_, '_>, s: &mut Session, name: &str, args: Vec
         }
         "sp_prepare" | "sp_prepexec" => {
             let decl = text_arg(&args, 1).unwrap_or_default();
-            let sql = text_arg(&args, 2).ok_or_else(|| SqlError::new(8180, "Statement(s) could not be prepared."))?;
+            let sql = text_arg(&args, 2)
+                .ok_or_else(|| SqlError::new(8180, "Statement(s) could not be prepared."))?;
             let handle = prepare(s, &decl, &sql)?;
-            ex.sink.return_value(ReturnValue { name: args.first().map(|a| a.name.clone()).unwrap_or_default(), ordinal: 0, ty: SqlType::Int, value: Value::Int(handle.into()) });
+            ex.sink.return_value(ReturnValue {
+                name: args.first().map(|a| a.name.clone()).unwrap_or_default(),
+                ordinal: 0,
+                ty: SqlType::Int,
+                value: Value::Int(handle.into()),
+            });
             if name.eq_ignore_ascii_case("sp_prepexec") {
                 let rest = args.get(3..).unwrap_or_default().to_vec();
                 return execute_handle(ex, s, handle, rest, 3);
@@ -201,12 +251,16 @@ pub(crate) fn call(ex: &mut Exec<'_, '_>, s: &mut Session, name: &str, args: Vec
             Ok(())
         }
         "sp_execute" => {
-            let handle = int_arg(&args, 0).and_then(|h| i32::try_from(h).ok()).unwrap_or(0);
+            let handle = int_arg(&args, 0)
+                .and_then(|h| i32::try_from(h).ok())
+                .unwrap_or(0);
             let rest = args.get(1..).unwrap_or_default().to_vec();
             execute_handle(ex, s, handle, rest, 1)
         }
         "sp_unprepare" => {
-            let handle = int_arg(&args, 0).and_then(|h| i32::try_from(h).ok()).unwrap_or(0);
+            let handle = int_arg(&args, 0)
+                .and_then(|h| i32::try_from(h).ok())
+                .unwrap_or(0);
             unprepare(s, handle)?;
             finish(ex, s, 0);
             Ok(())
@@ -229,42 +283,99 @@ fn finish(ex: &mut Exec<'_, '_>, s: &Session, status: i32) {
 
 /// Creates a prepared statement handle.
 pub(crate) fn prepare(s: &mut Session, decl: &str, sql: &str) -> Result<i32, SqlError> {
-    let params = parse_param_decl(decl)?.into_iter().map(|p| (p.name, p.ty)).collect();
+    let params = parse_param_decl(decl)?
+        .into_iter()
+        .map(|p| (p.name, p.ty))
+        .collect();
     if s.prepared.len() >= MAX_PREPARED_PER_SESSION {
-        return Err(SqlError::unsupported("more prepared statements on one connection"));
+        return Err(SqlError::unsupported(
+            "more prepared statements on one connection",
+        ));
     }
     let handle = s.next_handle;
-    s.next_handle = s.next_handle.checked_add(1).ok_or_else(|| SqlError::unsupported("more prepared statement handles"))?;
-    s.prepared.insert(handle, Prepared { params, sql: sql.to_string() });
+    s.next_handle = s
+        .next_handle
+        .checked_add(1)
+        .ok_or_else(|| SqlError::unsupported("more prepared statement handles"))?;
+    s.prepared.insert(
+        handle,
+        Prepared {
+            params,
+            sql: sql.to_string(),
+        },
+    );
     Ok(handle)
 }
 
 /// Drops a prepared statement handle.
 pub(crate) fn unprepare(s: &mut Session, handle: i32) -> Result<(), SqlError> {
-    s.prepared.remove(&handle).map(|_| ()).ok_or_else(|| SqlError::new(8179, format!("Could not find prepared statement with handle {handle}.")))
+    s.prepared.remove(&handle).map(|_| ()).ok_or_else(|| {
+        SqlError::new(
+            8179,
+            format!("Could not find prepared statement with handle {handle}."),
+        )
+    })
 }
 
-fn execute_handle(ex: &mut Exec<'_, '_>, s: &mut Session, handle: i32, args: Vec<Arg>, first_ordinal: u16) -> Result<(), SqlError> {
-    let prepared = s.prepared.get(&handle).cloned().ok_or_else(|| SqlError::new(8179, format!("Could not find prepared statement with handle {handle}.")))?;
-    let params: Vec<ParamDecl> = prepared.params.into_iter().map(|(name, ty)| ParamDecl { name, ty, output: false, default: None }).collect();
+fn execute_handle(
+    ex: &mut Exec<'_, '_>,
+    s: &mut Session,
+    handle: i32,
+    args: Vec<Arg>,
+    first_ordinal: u16,
+) -> Result<(), SqlError> {
+    let prepared = s.prepared.get(&handle).cloned().ok_or_else(|| {
+        SqlError::new(
+            8179,
+            format!("Could not find prepared statement with handle {handle}."),
+        )
+    })?;
+    let params: Vec<ParamDecl> = prepared
+        .params
+        .into_iter()
+        .map(|(name, ty)| ParamDecl {
+            name,
+            ty,
+            output: false,
+            default: None,
+        })
+        .collect();
     run_with_params(ex, s, &prepared.sql, &params, args, first_ordinal, false)
 }
 
 /// Binds arguments to declared parameters as variables of a nested batch.
-fn bind_params(s: &mut Session, proc_name: &str, params: &[ParamDecl], args: &[Arg], ex: &mut Exec<'_, '_>) -> Result<HashMap<String, Variable>, SqlError> {
+fn bind_params(
+    s: &mut Session,
+    proc_name: &str,
+    params: &[ParamDecl],
+    args: &[Arg],
+    ex: &mut Exec<'_, '_>,
+) -> Result<HashMap<String, Variable>, SqlError> {
     let positional = args.iter().filter(|a| a.name.is_empty()).count();
     if args.len() > params.len() {
-        return Err(SqlError::new(8144, format!("Procedure or function {proc_name} has too many arguments specified.")));
+        return Err(SqlError::new(
+            8144,
+            format!("Procedure or function {proc_name} has too many arguments specified."),
+        ));
     }
     let outer = std::mem::take(&mut s.vars);
     let mut staged = HashMap::new();
     for p in params {
-        staged.insert(p.name.to_ascii_lowercase(), Variable { ty: p.ty, value: Value::Null });
+        staged.insert(
+            p.name.to_ascii_lowercase(),
+            Variable {
+                ty: p.ty,
+                value: Value::Null,
+            },
+        );
     }
     s.vars = staged;
     let result = (|| {
         for (i, p) in params.iter().enumerate() {
-            let arg = args.iter().find(|a| a.name.eq_ignore_ascii_case(&p.name)).or_else(|| if i < positional { args.get(i) } else { None });
+            let arg = args
+                .iter()
+                .find(|a| a.name.eq_ignore_ascii_case(&p.name))
+                .or_else(|| if i < positional { args.get(i) } else { None });
             let value = match (arg, &p.default) {
                 (Some(a), _) => expression_form(&a.value, &a.ty),
                 (None, Some(d)) => default_value(ex, s, d)?,
@@ -280,7 +391,11 @@ fn bind_params(s: &mut Session, proc_name: &str, params: &[ParamDecl], args: &[A
     result.map(|_| vars)
 }
 
-fn default_value(ex: &mut Exec<'_, '_>, s: &mut Session, text: &str) -> Result<rusqlite::types::Value, SqlError> {
+fn default_value(
+    ex: &mut Exec<'_, '_>,
+    s: &mut Session,
+    text: &str,
+) -> Result<rusqlite::types::Value, SqlError> {
     let e = sqlparser::parser::Parser::new(&sqlparser::dialect::MsSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())
@@ -289,7 +404,15 @@ fn default_value(ex: &mut Exec<'_, '_>, s: &mut Session, text: &str) -> Result<r
     Ok(expression_form(&v, &ty))
 }
 
-fn run_with_params(ex: &mut Exec<'_, '_>, s: &mut Session, sql: &str, params: &[ParamDecl], args: Vec<Arg>, first_ordinal: u16, in_proc: bool) -> Result<(), SqlError> {
+fn run_with_params(
+    ex: &mut Exec<'_, '_>,
+    s: &mut Session,
+    sql: &str,
+    params: &[ParamDecl],
+    args: Vec<Arg>,
+    first_ordinal: u16,
+    in_proc: bool,
+) -> Result<(), SqlError> {
     let vars = bind_params(s, "sp_executesql", params, &args, ex)?;
     let (status, inner) = ex.nested(s, sql, vars, in_proc);
     outputs(ex, s, params, &args, &inner, first_ordinal)?;
@@ -297,12 +420,22 @@ fn run_with_params(ex: &mut Exec<'_, '_>, s: &mut Session, sql: &str, params: &[
     Ok(())
 }
 
-fn outputs(ex: &mut Exec<'_, '_>, s: &mut Session, params: &[ParamDecl], args: &[Arg], inner: &HashMap<String, Variable>, first_ordinal: u16) -> Result<(), SqlError> {
+fn outputs(
+    ex: &mut Exec<'_, '_>,
+    s: &mut Session,
+    params: &[ParamDecl],
+    args: &[Arg],
+    inner: &HashMap<String, Variable>,
+    first_ordinal: u16,
+) -> Result<(), SqlError> {
     for (i, p) in params.iter().enumerate() {
         let Some(var) = inner.get(&p.name.to_ascii_lowercase()) else {
             continue;
         };
-        let arg = args.iter().find(|a| a.name.eq_ignore_ascii_case(&p.name)).or_else(|| args.get(i).filter(|a| a.name.is_empty()));
+        let arg = args
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(&p.name))
+            .or_else(|| args.get(i).filter(|a| a.name.is_empty()));
         let Some(arg) = arg else {
             continue;
         };
@@ -313,15 +446,28 @@ fn outputs(ex: &mut Exec<'_, '_>, s: &mut Session, params: &[ParamDecl], args: &
             }
         } else if p.output {
             let ordinal = first_ordinal + u16::try_from(i).unwrap_or(u16::MAX - first_ordinal);
-            ex.sink.return_value(ReturnValue { name: p.name.clone(), ordinal, ty: p.ty, value: var.value.clone() });
+            ex.sink.return_value(ReturnValue {
+                name: p.name.clone(),
+                ordinal,
+                ty: p.ty,
+                value: var.value.clone(),
+            });
         }
     }
     Ok(())
 }
 
-fn user_procedure(ex: &mut Exec<'_, '_>, s: &mut Session, name: &str, args: Vec<Arg>) -> Result<(), SqlError> {
+fn user_procedure(
+    ex: &mut Exec<'_, '_>,
+    s: &mut Session,
+    name: &str,
+    args: Vec<Arg>,
+) -> Result<(), SqlError> {
     let Some(text) = catalog::procedure(&s.conn, name)? else {
-        return Err(SqlError::new(2812, format!("Could not find stored procedure '{name}'.")));
+        return Err(SqlError::new(
+            2812,
+            format!("Could not find stored procedure '{name}'."),
+        ));
     };
     let def = ProcDef::parse(&text)?;
     let vars = bind_params(s, name, &def.params, &args, ex)?;
@@ -391,16 +537,47 @@ fn datatype_columns() -> Vec<ColumnDesc> {
 fn datatype_row(ty: &SqlType) -> Vec<Value> {
     let int = |n: i64| Value::Int(n);
     let text = |s: &str| Value::String(s.into());
-    let quoted = ty.is_character() || matches!(ty, SqlType::Date | SqlType::Time(_) | SqlType::DateTime | SqlType::SmallDateTime | SqlType::DateTime2(_) | SqlType::DateTimeOffset(_) | SqlType::UniqueIdentifier);
-    let prefix = if matches!(ty, SqlType::NChar(_) | SqlType::NVarChar(_)) { Some("N'") } else if quoted { Some("'") } else if matches!(ty, SqlType::Binary(_) | SqlType::VarBinary(_)) { Some("0x") } else { None };
-    let precision = ty.length_limit().map(i64::from).unwrap_or_else(|| i64::from(ty.precision()));
+    let quoted = ty.is_character()
+        || matches!(
+            ty,
+            SqlType::Date
+                | SqlType::Time(_)
+                | SqlType::DateTime
+                | SqlType::SmallDateTime
+                | SqlType::DateTime2(_)
+                | SqlType::DateTimeOffset(_)
+                | SqlType::UniqueIdentifier
+        );
+    let prefix = if matches!(ty, SqlType::NChar(_) | SqlType::NVarChar(_)) {
+        Some("N'")
+    } else if quoted {
+        Some("'")
+    } else if matches!(ty, SqlType::Binary(_) | SqlType::VarBinary(_)) {
+        Some("0x")
+    } else {
+        None
+    };
+    let precision = ty
+        .length_limit()
+        .map(i64::from)
+        .unwrap_or_else(|| i64::from(ty.precision()));
     let create = match ty {
         SqlType::Decimal { .. } | SqlType::Numeric { .. } => Some("precision,scale"),
-        SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_) | SqlType::Binary(_) | SqlType::VarBinary(_) => Some("max length"),
+        SqlType::Char(_)
+        | SqlType::VarChar(_)
+        | SqlType::NChar(_)
+        | SqlType::NVarChar(_)
+        | SqlType::Binary(_)
+        | SqlType::VarBinary(_) => Some("max length"),
         SqlType::Time(_) | SqlType::DateTime2(_) | SqlType::DateTimeOffset(_) => Some("scale"),
         _ => None,
     };
-    let numeric = matches!(ty.storage(), crate::sandbox::engine::types::Storage::Integer | crate::sandbox::engine::types::Storage::Scaled(_) | crate::sandbox::engine::types::Storage::Real) && *ty != SqlType::Bit;
+    let numeric = matches!(
+        ty.storage(),
+        crate::sandbox::engine::types::Storage::Integer
+            | crate::sandbox::engine::types::Storage::Scaled(_)
+            | crate::sandbox::engine::types::Storage::Real
+    ) && *ty != SqlType::Bit;
     let opt = |o: Option<&str>| o.map_or(Value::Null, text);
     let sql_data_type = match odbc_type(ty) {
         91 | 93 => 9,
@@ -417,11 +594,22 @@ fn datatype_row(ty: &SqlType) -> Vec<Value> {
         int(0),
         int(if ty.is_character() { 3 } else { 2 }),
         if numeric { int(0) } else { Value::Null },
-        int(i64::from(matches!(ty, SqlType::Money | SqlType::SmallMoney))),
+        int(i64::from(matches!(
+            ty,
+            SqlType::Money | SqlType::SmallMoney
+        ))),
         if numeric { int(0) } else { Value::Null },
         text(ty.type_name()),
-        if numeric || ty.scale() > 0 { int(0) } else { Value::Null },
-        if numeric || ty.scale() > 0 { int(ty.scale().into()) } else { Value::Null },
+        if numeric || ty.scale() > 0 {
+            int(0)
+        } else {
+            Value::Null
+        },
+        if numeric || ty.scale() > 0 {
+            int(ty.scale().into())
+        } else {
+            Value::Null
+        },
         int(sql_data_type),
         match ty {
             SqlType::Date => int(1),

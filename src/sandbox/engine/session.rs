@@ -66,7 +66,14 @@ impl ColumnDesc {
     /// A computed column of type `ty`.
     pub fn computed(name: impl Into<String>, ty: SqlType, nullable: bool) -> Self {
         let collation = ty.is_character().then_some(DEFAULT_COLLATION);
-        Self { name: name.into(), ty, nullable, identity: false, collation, table: None }
+        Self {
+            name: name.into(),
+            ty,
+            nullable,
+            identity: false,
+            collation,
+            table: None,
+        }
     }
 }
 
@@ -110,7 +117,10 @@ pub struct ReturnValue {
 
 impl fmt::Debug for ReturnValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReturnValue").field("name", &self.name).field("ty", &self.ty).finish_non_exhaustive()
+        f.debug_struct("ReturnValue")
+            .field("name", &self.name)
+            .field("ty", &self.ty)
+            .finish_non_exhaustive()
     }
 }
 
@@ -233,7 +243,11 @@ impl Session {
 
     pub(crate) fn done(&self, row_count: Option<u64>, error: bool) -> DoneInfo {
         DoneInfo {
-            row_count: if self.options.nocount { None } else { row_count },
+            row_count: if self.options.nocount {
+                None
+            } else {
+                row_count
+            },
             error,
             in_transaction: self.tran_count > 0,
             nocount: self.options.nocount,

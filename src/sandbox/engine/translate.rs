@@ -59,7 +59,13 @@ pub(crate) struct Ty {
 
 impl Ty {
     fn of(ty: SqlType, nullable: bool) -> Self {
-        Ty { ty, nullable, raw: false, identity: false, table: None }
+        Ty {
+            ty,
+            nullable,
+            raw: false,
+            identity: false,
+            table: None,
+        }
     }
 }
 
@@ -97,12 +103,19 @@ fn string(text: &str) -> Expr {
 
 /// A call of a SQLite function with plain arguments.
 pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
-    let args = args.into_iter().map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e))).collect();
+    let args = args
+        .into_iter()
+        .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+        .collect();
     Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList { duplicate_treatment: None, args, clauses: vec![] }),
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: vec![],
+        }),
         filter: None,
         null_treatment: None,
         over: None,
@@ -172,7 +185,8 @@ fn char_len(ty: &SqlType) -> Option<u32> {
 }
 
 fn concat_type(a: &SqlType, b: &SqlType) -> SqlType {
-    let unicode = matches!(a, SqlType::NVarChar(_) | SqlType::NChar(_)) || matches!(b, SqlType::NVarChar(_) | SqlType::NChar(_));
+    let unicode = matches!(a, SqlType::NVarChar(_) | SqlType::NChar(_))
+        || matches!(b, SqlType::NVarChar(_) | SqlType::NChar(_));
     let (cap, total) = match (char_len(a), char_len(b)) {
         (Some(x), Some(y)) => (if unicode { 4000 } else { 8000 }, Some(x + y)),
         _ => (0, None),
@@ -193,11 +207,16 @@ fn arith_type(a: &SqlType, b: &SqlType) -> SqlType {
         Storage::Scaled(s) => Some(s),
         _ => None,
     };
-    let winner = if precedence(a) >= precedence(b) { *a } else { *b };
+    let winner = if precedence(a) >= precedence(b) {
+        *a
+    } else {
+        *b
+    };
     match (decimal_scale(a), decimal_scale(b)) {
-        (Some(x), Some(y)) if matches!(winner.storage(), Storage::Scaled(_)) => {
-            SqlType::Decimal { precision: 38, scale: x.max(y) }
-        }
+        (Some(x), Some(y)) if matches!(winner.storage(), Storage::Scaled(_)) => SqlType::Decimal {
+            precision: 38,
+            scale: x.max(y),
+        },
         _ if winner.is_character() => *if a.is_character() { b } else { a },
         _ => winner,
     }
@@ -210,12 +229,18 @@ fn literal_number_type(text: &str) -> SqlType {
     if let Some((int, frac)) = text.split_once('.') {
         let digits = int.trim_start_matches('-').trim_start_matches('0').len() + frac.len();
         let precision = digits.clamp(1, 38) as u8;
-        return SqlType::Numeric { precision: precision.max(frac.len() as u8), scale: frac.len().min(38) as u8 };
+        return SqlType::Numeric {
+            precision: precision.max(frac.len() as u8),
+            scale: frac.len().min(38) as u8,
+        };
     }
     match text.parse::<i64>() {
         Ok(n) if i32::try_from(n).is_ok() => SqlType::Int,
         Ok(_) => SqlType::BigInt,
-        Err(_) => SqlType::Numeric { precision: text.len().min(38) as u8, scale: 0 },
+        Err(_) => SqlType::Numeric {
+            precision: text.len().min(38) as u8,
+            scale: 0,
+        },
     }
 }
 
@@ -224,14 +249,31 @@ fn string_len(s: &str) -> Len {
 }
 
 impl<'a> Translator<'a> {
-    pub fn new(conn: &'a Connection, vars: &'a HashMap<String, Variable>, sys: &'a SysValues) -> Self {
-        Self { conn, vars, sys, binds: Vec::new(), views: Vec::new(), scopes: Vec::new(), compared: Vec::new(), lenient_vars: false }
+    pub fn new(
+        conn: &'a Connection,
+        vars: &'a HashMap<String, Variable>,
+        sys: &'a SysValues,
+    ) -> Self {
+        Self {
+            conn,
+            vars,
+            sys,
+            binds: Vec::new(),
+            views: Vec::new(),
+            scopes: Vec::new(),
+            compared: Vec::new(),
+            lenient_vars: false,
+        }
     }
 
     /// Records that a parameter is written to a column of type `ty` (parameter inference).
     pub fn note_target(&mut self, e: &Expr, ty: SqlType) {
         if let Expr::Identifier(id) = e {
-            if self.lenient_vars && id.value.starts_with('@') && !id.value.starts_with("@@") && !self.vars.contains_key(&id.value.to_ascii_lowercase()) {
+            if self.lenient_vars
+                && id.value.starts_with('@')
+                && !id.value.starts_with("@@")
+                && !self.vars.contains_key(&id.value.to_ascii_lowercase())
+            {
                 self.compared.push((id.value.clone(), ty));
             }
         }
@@ -254,13 +296,19 @@ impl<'a> Translator<'a> {
         let (db, schema, table) = split_name(&parts);
         if let Some(db) = db {
             if !db.eq_ignore_ascii_case(&self.sys.database) {
-                return Err(SqlError::unsupported(format!("cross-database reference '{name}'")));
+                return Err(SqlError::unsupported(format!(
+                    "cross-database reference '{name}'"
+                )));
             }
         }
         let schema_lc = schema.map(|s| s.to_ascii_lowercase());
-        if let Some(s) = schema_lc.as_deref().filter(|s| *s == "sys" || *s == "information_schema") {
+        if let Some(s) = schema_lc
+            .as_deref()
+            .filter(|s| *s == "sys" || *s == "information_schema")
+        {
             let full = format!("{s}.{}", table.to_ascii_lowercase());
-            let view = catalog::view(&full).ok_or_else(|| SqlError::invalid_object(&name.to_string()))?;
+            let view =
+                catalog::view(&full).ok_or_else(|| SqlError::invalid_object(&name.to_string()))?;
             if !self.views.iter().any(|v| v.name == view.name) {
                 self.views.push(view);
             }
@@ -303,7 +351,11 @@ impl<'a> Translator<'a> {
                 None => return Err(SqlError::syntax("TOP")),
             };
             self.expr(&mut e, false)?;
-            q.limit_clause = Some(LimitClause::LimitOffset { limit: Some(e), offset: None, limit_by: vec![] });
+            q.limit_clause = Some(LimitClause::LimitOffset {
+                limit: Some(e),
+                offset: None,
+                limit_by: vec![],
+            });
             return Ok(());
         }
         let fetch = q.fetch.take();
@@ -324,7 +376,12 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
-    fn set_expr(&mut self, body: &mut SetExpr, raw: bool, order_by: Option<&mut sqlparser::ast::OrderBy>) -> Result<Vec<OutCol>, SqlError> {
+    fn set_expr(
+        &mut self,
+        body: &mut SetExpr,
+        raw: bool,
+        order_by: Option<&mut sqlparser::ast::OrderBy>,
+    ) -> Result<Vec<OutCol>, SqlError> {
         match body {
             SetExpr::Select(s) => self.select(s, raw, order_by),
             SetExpr::Query(q) => self.query(q, raw),
@@ -337,7 +394,12 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn select(&mut self, s: &mut Select, raw: bool, order_by: Option<&mut sqlparser::ast::OrderBy>) -> Result<Vec<OutCol>, SqlError> {
+    fn select(
+        &mut self,
+        s: &mut Select,
+        raw: bool,
+        order_by: Option<&mut sqlparser::ast::OrderBy>,
+    ) -> Result<Vec<OutCol>, SqlError> {
         if s.into.is_some() {
             return Err(SqlError::unsupported("SELECT INTO"));
         }
@@ -347,9 +409,14 @@ impl<'a> Translator<'a> {
         result
     }
 
-    fn select_in_scope(&mut self, s: &mut Select, raw: bool, order_by: Option<&mut sqlparser::ast::OrderBy>) -> Result<Vec<OutCol>, SqlError> {
+    fn select_in_scope(
+        &mut self,
+        s: &mut Select,
+        raw: bool,
+        order_by: Option<&mut sqlparser::ast::OrderBy>,
+    ) -> Result<Vec<OutCol>, SqlError> {
         for twj in s.from.iter_mut() {
-            self.from_item(twj)?;
+            self.table_with_joins(twj)?;
         }
         let cols = self.projection(&mut s.projection, raw)?;
         if let Some(e) = s.selection.as_mut() {
@@ -372,13 +439,21 @@ impl<'a> Translator<'a> {
         Ok(cols)
     }
 
-    fn order_by(&mut self, ob: &mut sqlparser::ast::OrderBy, cols: &[OutCol]) -> Result<(), SqlError> {
+    fn order_by(
+        &mut self,
+        ob: &mut sqlparser::ast::OrderBy,
+        cols: &[OutCol],
+    ) -> Result<(), SqlError> {
         let OrderByKind::Expressions(list) = &mut ob.kind else {
             return Err(SqlError::unsupported("ORDER BY ALL"));
         };
         for item in list.iter_mut() {
             let is_alias = match &item.expr {
-                Expr::Identifier(id) => cols.iter().any(|c| c.desc.name.eq_ignore_ascii_case(&id.value)) && self.resolve(None, &id.value)?.is_none(),
+                Expr::Identifier(id) => {
+                    cols.iter()
+                        .any(|c| c.desc.name.eq_ignore_ascii_case(&id.value))
+                        && self.resolve(None, &id.value)?.is_none()
+                }
                 _ => false,
             };
             if !is_alias {
@@ -388,7 +463,7 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
-    fn from_item(&mut self, twj: &mut TableWithJoins) -> Result<(), SqlError> {
+    fn table_with_joins(&mut self, twj: &mut TableWithJoins) -> Result<(), SqlError> {
         self.factor(&mut twj.relation)?;
         for join in twj.joins.iter_mut() {
             self.factor(&mut join.relation)?;
@@ -396,7 +471,14 @@ impl<'a> Translator<'a> {
         for join in twj.joins.iter_mut() {
             use sqlparser::ast::{JoinConstraint as C, JoinOperator as J};
             let constraint = match &mut join.join_operator {
-                J::Join(c) | J::Inner(c) | J::Left(c) | J::LeftOuter(c) | J::Right(c) | J::RightOuter(c) | J::FullOuter(c) | J::CrossJoin(c) => c,
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c)
+                | J::CrossJoin(c) => c,
                 _ => return Err(SqlError::unsupported("this join type")),
             };
             match constraint {
@@ -412,7 +494,13 @@ impl<'a> Translator<'a> {
 
     fn factor(&mut self, f: &mut TableFactor) -> Result<(), SqlError> {
         match f {
-            TableFactor::Table { name, alias, args, with_hints, .. } => {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                with_hints,
+                ..
+            } => {
                 if args.is_some() {
                     return Err(SqlError::unsupported("table-valued functions"));
                 }
@@ -426,16 +514,30 @@ impl<'a> Translator<'a> {
                 self.push_scope(alias_ident, table);
                 Ok(())
             }
-            TableFactor::Derived { subquery, alias, .. } => {
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
                 let Some(alias) = alias else {
                     return Err(SqlError::new(102, "Incorrect syntax near ')'."));
                 };
                 let cols = self.query(subquery, false)?;
                 let columns = cols
                     .iter()
-                    .map(|c| ColumnInfo { name: c.desc.name.clone(), ty: c.desc.ty, nullable: c.desc.nullable, identity: false, default_sql: None })
+                    .map(|c| ColumnInfo {
+                        name: c.desc.name.clone(),
+                        ty: c.desc.ty,
+                        nullable: c.desc.nullable,
+                        identity: false,
+                        default_sql: None,
+                    })
                     .collect();
-                let table = TableInfo { object_id: 0, name: alias.name.value.clone(), sqlite_name: alias.name.value.clone(), columns, identity_increment: None };
+                let table = TableInfo {
+                    object_id: 0,
+                    name: alias.name.value.clone(),
+                    sqlite_name: alias.name.value.clone(),
+                    columns,
+                    identity_increment: None,
+                };
                 self.push_scope(alias.name.clone(), table);
                 Ok(())
             }
@@ -444,7 +546,11 @@ impl<'a> Translator<'a> {
     }
 
     fn push_scope(&mut self, alias_ident: Ident, table: TableInfo) {
-        let entry = ScopeEntry { alias: alias_ident.value.to_ascii_lowercase(), alias_ident, table };
+        let entry = ScopeEntry {
+            alias: alias_ident.value.to_ascii_lowercase(),
+            alias_ident,
+            table,
+        };
         if let Some(level) = self.scopes.last_mut() {
             level.push(entry);
         } else {
@@ -458,13 +564,20 @@ impl<'a> Translator<'a> {
         self.push_scope(ident(&table.sqlite_name), table);
     }
 
-    fn projection(&mut self, items: &mut Vec<SelectItem>, raw: bool) -> Result<Vec<OutCol>, SqlError> {
+    fn projection(
+        &mut self,
+        items: &mut Vec<SelectItem>,
+        raw: bool,
+    ) -> Result<Vec<OutCol>, SqlError> {
         let mut out_items = Vec::with_capacity(items.len());
         let mut cols = Vec::with_capacity(items.len());
         for item in items.drain(..) {
             match item {
                 SelectItem::Wildcard(_) => self.expand(None, &mut out_items, &mut cols, raw)?,
-                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    _,
+                ) => {
                     let parts = name_parts(&n);
                     let alias = parts.last().cloned().unwrap_or_default();
                     self.expand(Some(&alias), &mut out_items, &mut cols, raw)?;
@@ -472,7 +585,9 @@ impl<'a> Translator<'a> {
                 SelectItem::UnnamedExpr(mut e) => {
                     let name = match &e {
                         Expr::Identifier(i) if !i.value.starts_with('@') => i.value.clone(),
-                        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()).unwrap_or_default(),
+                        Expr::CompoundIdentifier(parts) => {
+                            parts.last().map(|i| i.value.clone()).unwrap_or_default()
+                        }
                         _ => String::new(),
                     };
                     let ty = self.expr(&mut e, raw)?;
@@ -484,21 +599,32 @@ impl<'a> Translator<'a> {
                     cols.push(out_col(alias.value.clone(), ty));
                     out_items.push(SelectItem::ExprWithAlias { expr, alias });
                 }
-                SelectItem::QualifiedWildcard(..) => return Err(SqlError::unsupported("this wildcard form")),
+                SelectItem::QualifiedWildcard(..) => {
+                    return Err(SqlError::unsupported("this wildcard form"))
+                }
             }
         }
         *items = out_items;
         Ok(cols)
     }
 
-    fn expand(&mut self, alias: Option<&str>, items: &mut Vec<SelectItem>, cols: &mut Vec<OutCol>, raw: bool) -> Result<(), SqlError> {
+    fn expand(
+        &mut self,
+        alias: Option<&str>,
+        items: &mut Vec<SelectItem>,
+        cols: &mut Vec<OutCol>,
+        raw: bool,
+    ) -> Result<(), SqlError> {
         let level = self.scopes.last().map(Vec::as_slice).unwrap_or_default();
         if level.is_empty() {
             return Err(SqlError::new(263, "Must specify table to select from."));
         }
         let mut found = false;
         let mut pending = Vec::new();
-        for entry in level.iter().filter(|e| alias.is_none_or(|a| e.alias.eq_ignore_ascii_case(a))) {
+        for entry in level
+            .iter()
+            .filter(|e| alias.is_none_or(|a| e.alias.eq_ignore_ascii_case(a)))
+        {
             found = true;
             for c in &entry.table.columns {
                 let e = Expr::CompoundIdentifier(vec![entry.alias_ident.clone(), ident(&c.name)]);
@@ -506,14 +632,26 @@ impl<'a> Translator<'a> {
             }
         }
         if !found {
-            return Err(SqlError::new(4104, format!("The multi-part identifier \"{}.*\" could not be bound.", alias.unwrap_or_default())));
+            return Err(SqlError::new(
+                4104,
+                format!(
+                    "The multi-part identifier \"{}.*\" could not be bound.",
+                    alias.unwrap_or_default()
+                ),
+            ));
         }
         for (mut e, c, table) in pending {
             let scaled = matches!(c.ty.storage(), Storage::Scaled(_));
             if scaled && !raw {
                 e = self.descale(e, &c.ty);
             }
-            let ty = Ty { ty: c.ty, nullable: c.nullable, raw: scaled && raw, identity: c.identity, table: Some(table) };
+            let ty = Ty {
+                ty: c.ty,
+                nullable: c.nullable,
+                raw: scaled && raw,
+                identity: c.identity,
+                table: Some(table),
+            };
             cols.push(out_col(c.name.clone(), ty));
             items.push(SelectItem::UnnamedExpr(e));
         }
@@ -525,19 +663,38 @@ impl<'a> Translator<'a> {
             return e;
         };
         let divisor = format!("{}.0", pow10(scale));
-        Expr::Nested(Box::new(Expr::BinaryOp { left: Box::new(e), op: BinaryOperator::Divide, right: Box::new(number(&divisor)) }))
+        Expr::Nested(Box::new(Expr::BinaryOp {
+            left: Box::new(e),
+            op: BinaryOperator::Divide,
+            right: Box::new(number(&divisor)),
+        }))
     }
 
     /// Finds a column in the scopes, innermost first.
-    fn resolve(&self, qualifier: Option<&str>, name: &str) -> Result<Option<(ColumnInfo, String)>, SqlError> {
+    fn resolve(
+        &self,
+        qualifier: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(ColumnInfo, String)>, SqlError> {
         for level in self.scopes.iter().rev() {
             let mut hits = level
                 .iter()
-                .filter(|e| qualifier.is_none_or(|q| e.alias.eq_ignore_ascii_case(q) || e.table.name.eq_ignore_ascii_case(q)))
-                .filter_map(|e| e.table.column(name).map(|c| (c.clone(), e.table.name.clone())));
+                .filter(|e| {
+                    qualifier.is_none_or(|q| {
+                        e.alias.eq_ignore_ascii_case(q) || e.table.name.eq_ignore_ascii_case(q)
+                    })
+                })
+                .filter_map(|e| {
+                    e.table
+                        .column(name)
+                        .map(|c| (c.clone(), e.table.name.clone()))
+                });
             if let Some(hit) = hits.next() {
                 if hits.next().is_some() && qualifier.is_none() {
-                    return Err(SqlError::new(209, format!("Ambiguous column name '{name}'.")));
+                    return Err(SqlError::new(
+                        209,
+                        format!("Ambiguous column name '{name}'."),
+                    ));
                 }
                 return Ok(Some(hit));
             }
@@ -545,10 +702,19 @@ impl<'a> Translator<'a> {
         Ok(None)
     }
 
-    fn column_ref(&mut self, e: &mut Expr, qualifier: Option<String>, name: &str, top: bool) -> Result<Ty, SqlError> {
+    fn column_ref(
+        &mut self,
+        e: &mut Expr,
+        qualifier: Option<String>,
+        name: &str,
+        top: bool,
+    ) -> Result<Ty, SqlError> {
         let Some((col, table)) = self.resolve(qualifier.as_deref(), name)? else {
             if let Some(q) = qualifier {
-                return Err(SqlError::new(4104, format!("The multi-part identifier \"{q}.{name}\" could not be bound.")));
+                return Err(SqlError::new(
+                    4104,
+                    format!("The multi-part identifier \"{q}.{name}\" could not be bound."),
+                ));
             }
             return Err(SqlError::invalid_column(name));
         };
@@ -557,20 +723,30 @@ impl<'a> Translator<'a> {
             let inner = std::mem::replace(e, number("0"));
             *e = self.descale(inner, &col.ty);
         }
-        Ok(Ty { ty: col.ty, nullable: col.nullable, raw: scaled && top, identity: col.identity, table: Some(table) })
+        Ok(Ty {
+            ty: col.ty,
+            nullable: col.nullable,
+            raw: scaled && top,
+            identity: col.identity,
+            table: Some(table),
+        })
     }
 
     fn variable(&mut self, e: &mut Expr, name: &str) -> Result<Ty, SqlError> {
         let key = name.to_ascii_lowercase();
         let Some(var) = self.vars.get(&key) else {
             if self.lenient_vars {
-                self.compared.push((name.to_string(), SqlType::NVarChar(Len::N(4000))));
+                self.compared
+                    .push((name.to_string(), SqlType::NVarChar(Len::N(4000))));
                 *e = self.bind(SqliteValue::Null);
                 return Ok(Ty::of(SqlType::NVarChar(Len::N(4000)), true));
             }
             return Err(SqlError::undeclared(name));
         };
-        let (ty, value) = (var.ty, crate::sandbox::engine::types::expression_form(&var.value, &var.ty));
+        let (ty, value) = (
+            var.ty,
+            crate::sandbox::engine::types::expression_form(&var.value, &var.ty),
+        );
         *e = self.bind(value);
         Ok(Ty::of(ty, true))
     }
@@ -579,15 +755,36 @@ impl<'a> Translator<'a> {
         let sys = self.sys;
         let opt = |v: Option<i64>| v.map_or(SqliteValue::Null, SqliteValue::Integer);
         let (value, ty) = match name.to_ascii_lowercase().as_str() {
-            "@@version" => (SqliteValue::Text(VERSION_TEXT.into()), SqlType::NVarChar(Len::N(300))),
+            "@@version" => (
+                SqliteValue::Text(VERSION_TEXT.into()),
+                SqlType::NVarChar(Len::N(300)),
+            ),
             "@@spid" => (SqliteValue::Integer(sys.spid.into()), SqlType::SmallInt),
             "@@trancount" => (SqliteValue::Integer(sys.tran_count.into()), SqlType::Int),
-            "@@rowcount" => (SqliteValue::Integer(sys.rowcount.min(i32::MAX as u64) as i64), SqlType::Int),
-            "@@identity" => (opt(sys.identity), SqlType::Numeric { precision: 38, scale: 0 }),
+            "@@rowcount" => (
+                SqliteValue::Integer(sys.rowcount.min(i32::MAX as u64) as i64),
+                SqlType::Int,
+            ),
+            "@@identity" => (
+                opt(sys.identity),
+                SqlType::Numeric {
+                    precision: 38,
+                    scale: 0,
+                },
+            ),
             "@@error" => (SqliteValue::Integer(sys.error.into()), SqlType::Int),
-            "@@servername" => (SqliteValue::Text("tdsguard".into()), SqlType::NVarChar(Len::N(128))),
-            "@@servicename" => (SqliteValue::Text("MSSQLSERVER".into()), SqlType::NVarChar(Len::N(128))),
-            "@@language" => (SqliteValue::Text("us_english".into()), SqlType::NVarChar(Len::N(128))),
+            "@@servername" => (
+                SqliteValue::Text("tdsguard".into()),
+                SqlType::NVarChar(Len::N(128)),
+            ),
+            "@@servicename" => (
+                SqliteValue::Text("MSSQLSERVER".into()),
+                SqlType::NVarChar(Len::N(128)),
+            ),
+            "@@language" => (
+                SqliteValue::Text("us_english".into()),
+                SqlType::NVarChar(Len::N(128)),
+            ),
             "@@max_precision" => (SqliteValue::Integer(38), SqlType::TinyInt),
             "@@datefirst" => (SqliteValue::Integer(7), SqlType::TinyInt),
             "@@textsize" => (SqliteValue::Integer(i32::MAX.into()), SqlType::Int),
@@ -617,11 +814,21 @@ impl<'a> Translator<'a> {
             }
             Expr::CompoundIdentifier(parts) => {
                 let names: Vec<String> = parts.iter().map(|p| p.value.clone()).collect();
-                let (Some(col), Some(qual)) = (names.last().cloned(), names.len().checked_sub(2).and_then(|i| names.get(i)).cloned()) else {
+                let (Some(col), Some(qual)) = (
+                    names.last().cloned(),
+                    names
+                        .len()
+                        .checked_sub(2)
+                        .and_then(|i| names.get(i))
+                        .cloned(),
+                ) else {
                     return Err(SqlError::unsupported("this identifier"));
                 };
                 if names.len() > 2 {
-                    *e = Expr::CompoundIdentifier(vec![Ident::new(qual.clone()), Ident::new(col.clone())]);
+                    *e = Expr::CompoundIdentifier(vec![
+                        Ident::new(qual.clone()),
+                        Ident::new(col.clone()),
+                    ]);
                 }
                 self.column_ref(e, Some(qual), &col, top)
             }
@@ -629,12 +836,18 @@ impl<'a> Translator<'a> {
             Expr::Nested(inner) => self.expr(inner, false),
             Expr::UnaryOp { op, expr } => {
                 let ty = self.expr(expr, false)?;
-                Ok(if matches!(op, UnaryOperator::Not) { Ty::of(SqlType::Bit, true) } else { Ty::of(ty.ty, ty.nullable) })
+                Ok(if matches!(op, UnaryOperator::Not) {
+                    Ty::of(SqlType::Bit, true)
+                } else {
+                    Ty::of(ty.ty, ty.nullable)
+                })
             }
             Expr::BinaryOp { left, op, right } => {
                 let l = self.expr(left, false)?;
                 let r = self.expr(right, false)?;
                 self.note_comparison(left, right, &l, &r);
+                canonicalize_text(left, &l, &r);
+                canonicalize_text(right, &r, &l);
                 Ok(binary_type(op, &l, &r))
             }
             Expr::IsNull(x) | Expr::IsNotNull(x) => {
@@ -648,13 +861,20 @@ impl<'a> Translator<'a> {
                 }
                 Ok(Ty::of(SqlType::Bit, true))
             }
-            Expr::Between { expr, low, high, .. } => {
+            Expr::Between {
+                expr, low, high, ..
+            } => {
                 self.expr(expr, false)?;
                 self.expr(low, false)?;
                 self.expr(high, false)?;
                 Ok(Ty::of(SqlType::Bit, true))
             }
-            Expr::Like { expr, pattern, any: false, .. } => {
+            Expr::Like {
+                expr,
+                pattern,
+                any: false,
+                ..
+            } => {
                 self.expr(expr, false)?;
                 self.expr(pattern, false)?;
                 Ok(Ty::of(SqlType::Bit, true))
@@ -670,11 +890,25 @@ impl<'a> Translator<'a> {
             }
             Expr::Subquery(q) => {
                 let cols = self.query(q, false)?;
-                let first = cols.first().ok_or_else(|| SqlError::unsupported("an empty subquery"))?;
+                let first = cols
+                    .first()
+                    .ok_or_else(|| SqlError::unsupported("an empty subquery"))?;
                 Ok(Ty::of(first.desc.ty, true))
             }
-            Expr::Case { operand, conditions, else_result, .. } => self.case(operand, conditions, else_result),
-            Expr::Cast { expr, data_type, .. } | Expr::Convert { expr, data_type: Some(data_type), .. } => {
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.case(operand, conditions, else_result),
+            Expr::Cast {
+                expr, data_type, ..
+            }
+            | Expr::Convert {
+                expr,
+                data_type: Some(data_type),
+                ..
+            } => {
                 let ty = cast_target(&data_type.to_string())?;
                 self.expr(expr, false)?;
                 let inner = std::mem::replace(expr.as_mut(), number("0"));
@@ -682,7 +916,10 @@ impl<'a> Translator<'a> {
                 Ok(Ty::of(ty, true))
             }
             Expr::Function(_) => self.function(e, top),
-            other => Err(SqlError::unsupported(format!("the expression '{}'", short(&other.to_string())))),
+            other => Err(SqlError::unsupported(format!(
+                "the expression '{}'",
+                short(&other.to_string())
+            ))),
         }
     }
 
@@ -690,10 +927,16 @@ impl<'a> Translator<'a> {
         if !self.lenient_vars {
             return;
         }
-        let is_unknown = |e: &Expr| matches!(e, Expr::Value(v) if matches!(&v.value, AstValue::Placeholder(_)));
+        let is_unknown =
+            |e: &Expr| matches!(e, Expr::Value(v) if matches!(&v.value, AstValue::Placeholder(_)));
         for (side, other) in [(left, r), (right, l)] {
             if is_unknown(side) {
-                if let Some(last) = self.compared.iter_mut().rev().find(|(_, t)| *t == SqlType::NVarChar(Len::N(4000))) {
+                if let Some(last) = self
+                    .compared
+                    .iter_mut()
+                    .rev()
+                    .find(|(_, t)| *t == SqlType::NVarChar(Len::N(4000)))
+                {
                     if other.table.is_some() {
                         last.1 = other.ty;
                     }
@@ -702,7 +945,12 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn case(&mut self, operand: &mut Option<Box<Expr>>, conditions: &mut [sqlparser::ast::CaseWhen], else_result: &mut Option<Box<Expr>>) -> Result<Ty, SqlError> {
+    fn case(
+        &mut self,
+        operand: &mut Option<Box<Expr>>,
+        conditions: &mut [sqlparser::ast::CaseWhen],
+        else_result: &mut Option<Box<Expr>>,
+    ) -> Result<Ty, SqlError> {
         if let Some(o) = operand.as_mut() {
             self.expr(o, false)?;
         }
@@ -717,7 +965,10 @@ impl<'a> Translator<'a> {
         }
         if let Some(er) = else_result.as_mut() {
             let t = self.expr(er, false)?;
-            if result.as_ref().is_none_or(|p| precedence(&t.ty) > precedence(&p.ty)) {
+            if result
+                .as_ref()
+                .is_none_or(|p| precedence(&t.ty) > precedence(&p.ty))
+            {
                 result = Some(t);
             }
         }
@@ -734,7 +985,10 @@ impl<'a> Translator<'a> {
                 *v = AstValue::SingleQuotedString(std::mem::take(s));
                 Ok(Ty::of(ty, false))
             }
-            AstValue::HexStringLiteral(h) => Ok(Ty::of(SqlType::VarBinary(Len::N((h.len() as u32).div_ceil(2).max(1))), false)),
+            AstValue::HexStringLiteral(h) => Ok(Ty::of(
+                SqlType::VarBinary(Len::N((h.len() as u32).div_ceil(2).max(1))),
+                false,
+            )),
             AstValue::Null => Ok(Ty::of(SqlType::Int, true)),
             AstValue::Placeholder(_) => Ok(Ty::of(SqlType::NVarChar(Len::N(4000)), true)),
             other => Err(SqlError::unsupported(format!("the literal {other}"))),
@@ -748,8 +1002,13 @@ impl<'a> Translator<'a> {
         if f.over.is_some() {
             return Err(SqlError::unsupported("window functions"));
         }
-        let name = name_parts(&f.name).last().cloned().unwrap_or_default().to_ascii_lowercase();
-        let distinct = matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some());
+        let name = name_parts(&f.name)
+            .last()
+            .cloned()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let distinct =
+            matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some());
         let mut args = take_args(f)?;
         let star = args.iter().any(|a| a.is_none());
         let mut types = Vec::with_capacity(args.len());
@@ -765,20 +1024,36 @@ impl<'a> Translator<'a> {
                 let t = first.clone().ok_or_else(|| wrong_args(&name))?;
                 let ty = match (name.as_str(), t.ty) {
                     ("sum" | "avg", SqlType::TinyInt | SqlType::SmallInt) => SqlType::Int,
-                    ("sum" | "avg", SqlType::Decimal { scale, .. } | SqlType::Numeric { scale, .. }) => {
-                        SqlType::Decimal { precision: 38, scale: if name == "avg" { scale.max(6) } else { scale } }
-                    }
+                    (
+                        "sum" | "avg",
+                        SqlType::Decimal { scale, .. } | SqlType::Numeric { scale, .. },
+                    ) => SqlType::Decimal {
+                        precision: 38,
+                        scale: if name == "avg" { scale.max(6) } else { scale },
+                    },
                     (_, other) => other,
                 };
                 let raw = t.raw && name != "avg";
-                (leak_name(&name), Ty { ty, nullable: true, raw, identity: false, table: None })
+                (
+                    leak_name(&name),
+                    Ty {
+                        ty,
+                        nullable: true,
+                        raw,
+                        identity: false,
+                        table: None,
+                    },
+                )
             }
             "isnull" => ("ifnull", first.clone().ok_or_else(|| wrong_args(&name))?),
             "coalesce" => ("coalesce", first.clone().ok_or_else(|| wrong_args(&name))?),
             "nullif" => ("nullif", first.clone().ok_or_else(|| wrong_args(&name))?),
             "len" => ("__tds_len", Ty::of(SqlType::Int, true)),
             "datalength" => ("length", Ty::of(SqlType::Int, true)),
-            "upper" | "lower" | "ltrim" | "rtrim" | "replace" => (leak_name(&name), first.clone().ok_or_else(|| wrong_args(&name))?),
+            "upper" | "lower" | "ltrim" | "rtrim" | "replace" => (
+                leak_name(&name),
+                first.clone().ok_or_else(|| wrong_args(&name))?,
+            ),
             "trim" => ("trim", first.clone().ok_or_else(|| wrong_args(&name))?),
             "substring" => ("substr", first.clone().ok_or_else(|| wrong_args(&name))?),
             "abs" => ("abs", first.clone().ok_or_else(|| wrong_args(&name))?),
@@ -797,25 +1072,56 @@ impl<'a> Translator<'a> {
                 return Ok(Ty::of(SqlType::NVarChar(Len::N(128)), true));
             }
             "scope_identity" => {
-                *e = self.bind(self.sys.scope_identity.map_or(SqliteValue::Null, SqliteValue::Integer));
-                return Ok(Ty::of(SqlType::Numeric { precision: 38, scale: 0 }, true));
+                *e = self.bind(
+                    self.sys
+                        .scope_identity
+                        .map_or(SqliteValue::Null, SqliteValue::Integer),
+                );
+                return Ok(Ty::of(
+                    SqlType::Numeric {
+                        precision: 38,
+                        scale: 0,
+                    },
+                    true,
+                ));
             }
             "object_id" => return self.object_id(e, &args),
-            "suser_sname" | "user_name" | "schema_name" | "original_login" | "system_user" | "current_user" => {
-                *e = self.bind(SqliteValue::Text(if name == "schema_name" || name == "user_name" { "dbo" } else { "sa" }.into()));
+            "suser_sname" | "user_name" | "schema_name" | "original_login" | "system_user"
+            | "current_user" => {
+                *e = self.bind(SqliteValue::Text(
+                    if name == "schema_name" || name == "user_name" {
+                        "dbo"
+                    } else {
+                        "sa"
+                    }
+                    .into(),
+                ));
                 return Ok(Ty::of(SqlType::NVarChar(Len::N(128)), true));
             }
             "serverproperty" => return self.server_property(e, &args),
-            _ => return Err(SqlError::unsupported(format!("the function {}", name.to_ascii_uppercase()))),
+            _ => {
+                return Err(SqlError::unsupported(format!(
+                    "the function {}",
+                    name.to_ascii_uppercase()
+                )))
+            }
         };
         let mut new_args: Vec<Option<Expr>> = args;
         if name == "len" || name == "charindex" || !distinct {
             let plain: Vec<Expr> = new_args.drain(..).flatten().collect();
-            *e = if star { count_star(new_name) } else { call(new_name, plain) };
+            *e = if star {
+                count_star(new_name)
+            } else {
+                call(new_name, plain)
+            };
         } else {
             let plain: Vec<Expr> = new_args.drain(..).flatten().collect();
             let mut c = call(new_name, plain);
-            if let Expr::Function(Function { args: FunctionArguments::List(l), .. }) = &mut c {
+            if let Expr::Function(Function {
+                args: FunctionArguments::List(l),
+                ..
+            }) = &mut c
+            {
                 l.duplicate_treatment = Some(sqlparser::ast::DuplicateTreatment::Distinct);
             }
             *e = c;
@@ -831,16 +1137,26 @@ impl<'a> Translator<'a> {
     fn object_id(&mut self, e: &mut Expr, args: &[Option<Expr>]) -> Result<Ty, SqlError> {
         let text = |a: Option<&Option<Expr>>| match a {
             Some(Some(Expr::Value(v))) => match &v.value {
-                AstValue::SingleQuotedString(s) | AstValue::NationalStringLiteral(s) => Some(s.clone()),
+                AstValue::SingleQuotedString(s) | AstValue::NationalStringLiteral(s) => {
+                    Some(s.clone())
+                }
                 _ => None,
             },
             _ => None,
         };
         let Some(name) = text(args.first()) else {
-            return Err(SqlError::unsupported("OBJECT_ID with a non-literal argument"));
+            return Err(SqlError::unsupported(
+                "OBJECT_ID with a non-literal argument",
+            ));
         };
         let kind = text(args.get(1));
-        let parts: Vec<String> = name.split('.').map(|p| p.trim_matches(|c| c == '[' || c == ']' || c == '"').to_string()).collect();
+        let parts: Vec<String> = name
+            .split('.')
+            .map(|p| {
+                p.trim_matches(|c| c == '[' || c == ']' || c == '"')
+                    .to_string()
+            })
+            .collect();
         let (_, _, table) = split_name(&parts);
         let id = catalog::object_id(self.conn, table, kind.as_deref())?;
         *e = self.bind(id.map_or(SqliteValue::Null, SqliteValue::Integer));
@@ -850,7 +1166,9 @@ impl<'a> Translator<'a> {
     fn server_property(&mut self, e: &mut Expr, args: &[Option<Expr>]) -> Result<Ty, SqlError> {
         let prop = match args.first() {
             Some(Some(Expr::Value(v))) => match &v.value {
-                AstValue::SingleQuotedString(s) | AstValue::NationalStringLiteral(s) => s.to_ascii_lowercase(),
+                AstValue::SingleQuotedString(s) | AstValue::NationalStringLiteral(s) => {
+                    s.to_ascii_lowercase()
+                }
                 _ => String::new(),
             },
             _ => String::new(),
@@ -862,13 +1180,35 @@ impl<'a> Translator<'a> {
             "engineedition" => SqliteValue::Text("3".into()),
             "servername" | "machinename" => SqliteValue::Text("tdsguard".into()),
             "collation" => SqliteValue::Text(DEFAULT_COLLATION.into()),
-            "isintegratedsecurityonly" | "ishadrenabled" | "isclustered" => SqliteValue::Text("0".into()),
+            "isintegratedsecurityonly" | "ishadrenabled" | "isclustered" => {
+                SqliteValue::Text("0".into())
+            }
             _ => SqliteValue::Null,
         };
         // TODO(tdsguard): SERVERPROPERTY returns sql_variant; reported as nvarchar(128).
         *e = self.bind(value);
         Ok(Ty::of(SqlType::NVarChar(Len::N(128)), true))
     }
+}
+
+/// Stored temporal and GUID text has one canonical form; a character operand compared with
+/// such a column is converted to it so that `born = '1984-2-29'` matches.
+fn canonicalize_text(side: &mut Expr, side_ty: &Ty, other: &Ty) {
+    let canonical = matches!(
+        other.ty,
+        SqlType::Date
+            | SqlType::Time(_)
+            | SqlType::DateTime
+            | SqlType::SmallDateTime
+            | SqlType::DateTime2(_)
+            | SqlType::DateTimeOffset(_)
+            | SqlType::UniqueIdentifier
+    );
+    if !canonical || !side_ty.ty.is_character() {
+        return;
+    }
+    let inner = std::mem::replace(side, number("0"));
+    *side = call("__tds_cast", vec![inner, string(&other.ty.to_string())]);
 }
 
 fn leak_name(name: &str) -> &'static str {
@@ -887,7 +1227,11 @@ fn leak_name(name: &str) -> &'static str {
 
 fn count_star(name: &str) -> Expr {
     let mut c = call(name, vec![]);
-    if let Expr::Function(Function { args: FunctionArguments::List(l), .. }) = &mut c {
+    if let Expr::Function(Function {
+        args: FunctionArguments::List(l),
+        ..
+    }) = &mut c
+    {
         l.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)];
     }
     c
@@ -902,7 +1246,9 @@ fn take_args(f: &mut Function) -> Result<Vec<Option<Expr>>, SqlError> {
     let list = match std::mem::replace(&mut f.args, FunctionArguments::None) {
         FunctionArguments::None => return Ok(Vec::new()),
         FunctionArguments::List(l) => l,
-        FunctionArguments::Subquery(_) => return Err(SqlError::unsupported("a subquery as function argument")),
+        FunctionArguments::Subquery(_) => {
+            return Err(SqlError::unsupported("a subquery as function argument"))
+        }
     };
     let mut out = Vec::with_capacity(list.args.len());
     for a in list.args {
@@ -918,7 +1264,14 @@ fn take_args(f: &mut Function) -> Result<Vec<Option<Expr>>, SqlError> {
 fn out_col(name: String, ty: Ty) -> OutCol {
     let collation = ty.ty.is_character().then_some(DEFAULT_COLLATION);
     OutCol {
-        desc: ColumnDesc { name, ty: ty.ty, nullable: ty.nullable, identity: ty.identity, collation, table: ty.table },
+        desc: ColumnDesc {
+            name,
+            ty: ty.ty,
+            nullable: ty.nullable,
+            identity: ty.identity,
+            collation,
+            table: ty.table,
+        },
         raw_scaled: ty.raw,
     }
 }
@@ -930,9 +1283,11 @@ fn binary_type(op: &mut BinaryOperator, l: &Ty, r: &Ty) -> Ty {
             *op = BinaryOperator::StringConcat;
             Ty::of(concat_type(&l.ty, &r.ty), nullable)
         }
-        BinaryOperator::Plus | BinaryOperator::Minus | BinaryOperator::Multiply | BinaryOperator::Divide | BinaryOperator::Modulo => {
-            Ty::of(arith_type(&l.ty, &r.ty), nullable)
-        }
+        BinaryOperator::Plus
+        | BinaryOperator::Minus
+        | BinaryOperator::Multiply
+        | BinaryOperator::Divide
+        | BinaryOperator::Modulo => Ty::of(arith_type(&l.ty, &r.ty), nullable),
         _ => Ty::of(SqlType::Bit, nullable),
     }
 }
@@ -940,7 +1295,12 @@ fn binary_type(op: &mut BinaryOperator, l: &Ty, r: &Ty) -> Ty {
 /// Target type of CAST/CONVERT: character and binary types without a length get 30.
 pub(crate) fn cast_target(text: &str) -> Result<SqlType, SqlError> {
     let lower = text.trim().to_ascii_lowercase();
-    if !lower.contains('(') && matches!(lower.as_str(), "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary") {
+    if !lower.contains('(')
+        && matches!(
+            lower.as_str(),
+            "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary"
+        )
+    {
         return SqlType::parse(&format!("{lower}(30)"));
     }
     SqlType::parse(text)
@@ -958,16 +1318,34 @@ mod tests {
     fn literal_types_follow_sql_server() {
         assert_eq!(literal_number_type("1"), SqlType::Int);
         assert_eq!(literal_number_type("3000000000"), SqlType::BigInt);
-        assert_eq!(literal_number_type("12.50"), SqlType::Numeric { precision: 4, scale: 2 });
-        assert_eq!(literal_number_type("1e3"), SqlType::Float { mantissa_bits: 53 });
+        assert_eq!(
+            literal_number_type("12.50"),
+            SqlType::Numeric {
+                precision: 4,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            literal_number_type("1e3"),
+            SqlType::Float { mantissa_bits: 53 }
+        );
     }
 
     #[test]
     fn arithmetic_and_concat_types() {
         assert_eq!(arith_type(&SqlType::Int, &SqlType::BigInt), SqlType::BigInt);
-        assert_eq!(arith_type(&SqlType::Int, &SqlType::Float { mantissa_bits: 53 }), SqlType::Float { mantissa_bits: 53 });
-        assert_eq!(concat_type(&SqlType::VarChar(Len::N(2)), &SqlType::NVarChar(Len::N(3))), SqlType::NVarChar(Len::N(5)));
-        assert_eq!(cast_target("varchar").unwrap(), SqlType::VarChar(Len::N(30)));
+        assert_eq!(
+            arith_type(&SqlType::Int, &SqlType::Float { mantissa_bits: 53 }),
+            SqlType::Float { mantissa_bits: 53 }
+        );
+        assert_eq!(
+            concat_type(&SqlType::VarChar(Len::N(2)), &SqlType::NVarChar(Len::N(3))),
+            SqlType::NVarChar(Len::N(5))
+        );
+        assert_eq!(
+            cast_target("varchar").unwrap(),
+            SqlType::VarChar(Len::N(30))
+        );
     }
 
     #[test]

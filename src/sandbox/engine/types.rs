@@ -36,10 +36,18 @@ pub enum SqlType {
     Int,
     BigInt,
     Bit,
-    Decimal { precision: u8, scale: u8 },
-    Numeric { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    Numeric {
+        precision: u8,
+        scale: u8,
+    },
     /// float(n): 24 bits or fewer is `real`, otherwise 53.
-    Float { mantissa_bits: u8 },
+    Float {
+        mantissa_bits: u8,
+    },
     Real,
     Money,
     SmallMoney,
@@ -101,13 +109,19 @@ pub enum Value {
     Int(i64),
     Float(f64),
     /// `value / 10^scale`.
-    Decimal { value: i128, scale: u8 },
+    Decimal {
+        value: i128,
+        scale: u8,
+    },
     String(String),
     Bytes(Vec<u8>),
     Date(Date),
     Time(Time),
     DateTime2(DateTime),
-    DateTimeOffset { datetime: DateTime, offset_minutes: i16 },
+    DateTimeOffset {
+        datetime: DateTime,
+        offset_minutes: i16,
+    },
     /// RFC 4122 byte order (the order of the canonical text form, not the TDS wire order).
     Guid([u8; 16]),
 }
@@ -140,13 +154,21 @@ impl SqlType {
         let (name, args) = match text.find('(') {
             Some(open) => {
                 let inner = text[open + 1..].trim_end().trim_end_matches(')');
-                (text[..open].trim(), inner.split(',').map(|a| a.trim()).collect::<Vec<_>>())
+                (
+                    text[..open].trim(),
+                    inner.split(',').map(|a| a.trim()).collect::<Vec<_>>(),
+                )
             }
             None => (text, Vec::new()),
         };
-        let name = name.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
+        let name = name
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_ascii_lowercase();
         Self::from_parts(&name, &args).ok_or_else(|| {
-            SqlError::new(2715, format!("Column, parameter, or variable #1: Cannot find data type {text}."))
+            SqlError::new(
+                2715,
+                format!("Column, parameter, or variable #1: Cannot find data type {text}."),
+            )
         })
     }
 
@@ -154,10 +176,17 @@ impl SqlType {
         let num = |i: usize| args.get(i).and_then(|a| a.parse::<u32>().ok());
         let len = |default: u32| match args.first() {
             Some(a) if a.eq_ignore_ascii_case("max") => Some(Len::Max),
-            Some(a) => a.parse::<u32>().ok().filter(|n| (1..=MAX_VAR_LEN).contains(n)).map(Len::N),
+            Some(a) => a
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_VAR_LEN).contains(n))
+                .map(Len::N),
             None => Some(Len::N(default)),
         };
-        let fixed = |default: u32| num(0).or(if args.is_empty() { Some(default) } else { None });
+        let fixed = |default: u32| {
+            let n = num(0).or(if args.is_empty() { Some(default) } else { None })?;
+            (1..=MAX_VAR_LEN).contains(&n).then_some(n)
+        };
         let frac = || -> Option<u8> { num(0).or(Some(7)).filter(|p| *p <= 7).map(|p| p as u8) };
         let ty = match name {
             "tinyint" => SqlType::TinyInt,
@@ -210,11 +239,15 @@ impl SqlType {
     /// The SQLite representation.
     pub fn storage(&self) -> Storage {
         match self {
-            SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt | SqlType::Bit => {
-                Storage::Integer
-            }
+            SqlType::TinyInt
+            | SqlType::SmallInt
+            | SqlType::Int
+            | SqlType::BigInt
+            | SqlType::Bit => Storage::Integer,
             SqlType::Float { .. } | SqlType::Real => Storage::Real,
-            SqlType::Decimal { scale, .. } | SqlType::Numeric { scale, .. } => Storage::Scaled(*scale),
+            SqlType::Decimal { scale, .. } | SqlType::Numeric { scale, .. } => {
+                Storage::Scaled(*scale)
+            }
             SqlType::Money | SqlType::SmallMoney => Storage::Scaled(4),
             SqlType::Binary(_) | SqlType::VarBinary(_) => Storage::Blob,
             _ => Storage::Text,
@@ -324,7 +357,10 @@ impl SqlType {
 
     /// True for char/varchar/nchar/nvarchar (which carry a collation).
     pub fn is_character(&self) -> bool {
-        matches!(self, SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_))
+        matches!(
+            self,
+            SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
+        )
     }
 
     /// Character or byte limit for length checks; None for (max) and non-string types.
@@ -421,7 +457,10 @@ fn overflow(from: &str, ty: &SqlType) -> SqlError {
         Storage::Scaled(_) => "numeric".to_string(),
         _ => ty.type_name().to_string(),
     };
-    SqlError::new(8115, format!("Arithmetic overflow error converting {from} to data type {target}."))
+    SqlError::new(
+        8115,
+        format!("Arithmetic overflow error converting {from} to data type {target}."),
+    )
 }
 
 fn int_range(ty: &SqlType) -> (i64, i64) {
@@ -466,7 +505,10 @@ fn parse_int_text(t: &[u8], ty: &SqlType) -> Result<i64, SqlError> {
     trimmed.parse::<i64>().map_err(|_| {
         SqlError::new(
             245,
-            format!("Conversion failed when converting the varchar value '{s}' to data type {}.", ty.type_name()),
+            format!(
+                "Conversion failed when converting the varchar value '{s}' to data type {}.",
+                ty.type_name()
+            ),
         )
     })
 }
@@ -500,7 +542,9 @@ pub fn pow10(n: u8) -> i128 {
 
 fn to_scaled(v: ValueRef<'_>, ty: &SqlType, scale: u8) -> Result<i128, SqlError> {
     let scaled = match v {
-        ValueRef::Integer(i) => i128::from(i) * pow10(scale),
+        ValueRef::Integer(i) => i128::from(i)
+            .checked_mul(pow10(scale))
+            .ok_or_else(|| overflow("int", ty))?,
         ValueRef::Real(r) => {
             let x = (r * pow10(scale) as f64).round();
             if !x.is_finite() || x.abs() > 1e38 {
@@ -508,9 +552,14 @@ fn to_scaled(v: ValueRef<'_>, ty: &SqlType, scale: u8) -> Result<i128, SqlError>
             }
             x as i128
         }
-        ValueRef::Text(t) => parse_decimal(&String::from_utf8_lossy(t), scale).ok_or_else(|| {
-            SqlError::new(8114, format!("Error converting data type varchar to {}.", ty.type_name()))
-        })?,
+        ValueRef::Text(t) => {
+            parse_decimal(&String::from_utf8_lossy(t), scale).ok_or_else(|| {
+                SqlError::new(
+                    8114,
+                    format!("Error converting data type varchar to {}.", ty.type_name()),
+                )
+            })?
+        }
         ref other => return Err(implicit(source_name(other), ty)),
     };
     check_precision(scaled, ty)?;
@@ -527,7 +576,9 @@ fn check_precision(scaled: i128, ty: &SqlType) -> Result<(), SqlError> {
         _ => ty.precision(),
     };
     let limit = pow10(digits.min(18));
-    if scaled.abs() >= limit && !(matches!(ty, SqlType::Money) && scaled.abs() <= i64::MAX as i128) {
+    let magnitude = scaled.unsigned_abs();
+    let money_fits = matches!(ty, SqlType::Money) && magnitude <= i64::MAX as u128;
+    if magnitude >= limit as u128 && !money_fits {
         return Err(overflow("expression", ty));
     }
     Ok(())
@@ -544,16 +595,27 @@ pub fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) || int_part.len() > 38 {
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+        || int_part.len() > 38
+    {
         return None;
     }
-    let mut value: i128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+    let mut value: i128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().ok()?
+    };
     let frac: Vec<u8> = frac_part.bytes().map(|b| b - b'0').collect();
     for i in 0..usize::from(scale) {
-        value = value.checked_mul(10)?.checked_add(i128::from(*frac.get(i).unwrap_or(&0)))?;
+        value = value
+            .checked_mul(10)?
+            .checked_add(i128::from(*frac.get(i).unwrap_or(&0)))?;
     }
     if frac.get(usize::from(scale)).is_some_and(|d| *d >= 5) {
-        value += 1;
+        value = value.checked_add(1)?;
     }
     Some(if neg { -value } else { value })
 }
@@ -567,7 +629,12 @@ pub fn format_decimal(value: i128, scale: u8) -> String {
         return format!("{sign}{abs}");
     }
     let p = p as u128;
-    format!("{sign}{}.{:0width$}", abs / p, abs % p, width = usize::from(scale))
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / p,
+        abs % p,
+        width = usize::from(scale)
+    )
 }
 
 fn truncation(column: (&str, &str), shown: &str) -> SqlError {
@@ -581,7 +648,12 @@ fn truncation(column: (&str, &str), shown: &str) -> SqlError {
     )
 }
 
-fn to_blob(v: ValueRef<'_>, ty: &SqlType, mode: ConvMode, column: (&str, &str)) -> Result<Vec<u8>, SqlError> {
+fn to_blob(
+    v: ValueRef<'_>,
+    ty: &SqlType,
+    mode: ConvMode,
+    column: (&str, &str),
+) -> Result<Vec<u8>, SqlError> {
     let mut bytes = match v {
         ValueRef::Blob(b) => b.to_vec(),
         ValueRef::Text(t) if mode == ConvMode::Cast => t.to_vec(),
@@ -602,7 +674,12 @@ fn to_blob(v: ValueRef<'_>, ty: &SqlType, mode: ConvMode, column: (&str, &str)) 
     Ok(bytes)
 }
 
-fn to_text(v: ValueRef<'_>, ty: &SqlType, mode: ConvMode, column: (&str, &str)) -> Result<String, SqlError> {
+fn to_text(
+    v: ValueRef<'_>,
+    ty: &SqlType,
+    mode: ConvMode,
+    column: (&str, &str),
+) -> Result<String, SqlError> {
     let text = match v {
         ValueRef::Integer(i) => i.to_string(),
         ValueRef::Real(r) => r.to_string(),
@@ -617,7 +694,12 @@ fn to_text(v: ValueRef<'_>, ty: &SqlType, mode: ConvMode, column: (&str, &str)) 
     canonical_text(&text, ty)
 }
 
-fn fit_string(text: String, ty: &SqlType, mode: ConvMode, column: (&str, &str)) -> Result<String, SqlError> {
+fn fit_string(
+    text: String,
+    ty: &SqlType,
+    mode: ConvMode,
+    column: (&str, &str),
+) -> Result<String, SqlError> {
     let Some(limit) = ty.length_limit() else {
         return Ok(text);
     };
@@ -631,7 +713,11 @@ fn fit_string(text: String, ty: &SqlType, mode: ConvMode, column: (&str, &str)) 
         }
         return Ok(cut);
     }
-    let mut out: String = if count > limit { text.chars().take(limit).collect() } else { text };
+    let mut out: String = if count > limit {
+        text.chars().take(limit).collect()
+    } else {
+        text
+    };
     if matches!(ty, SqlType::Char(_) | SqlType::NChar(_)) {
         let have = out.chars().count();
         out.extend(std::iter::repeat_n(' ', limit.saturating_sub(have)));
@@ -640,7 +726,10 @@ fn fit_string(text: String, ty: &SqlType, mode: ConvMode, column: (&str, &str)) 
 }
 
 fn bad_datetime() -> SqlError {
-    SqlError::new(241, "Conversion failed when converting date and/or time from character string.")
+    SqlError::new(
+        241,
+        "Conversion failed when converting date and/or time from character string.",
+    )
 }
 
 /// Re-formats text for a date/time or uniqueidentifier column.
@@ -654,12 +743,19 @@ pub fn parse_temporal_text(text: &str, ty: &SqlType) -> Result<Value, SqlError> 
     let t = text.trim();
     match ty {
         SqlType::UniqueIdentifier => parse_guid(t).map(Value::Guid).ok_or_else(|| {
-            SqlError::new(8169, "Conversion failed when converting from a character string to uniqueidentifier.")
+            SqlError::new(
+                8169,
+                "Conversion failed when converting from a character string to uniqueidentifier.",
+            )
         }),
-        SqlType::Date => parse_datetime(t).map(|dt| Value::Date(dt.date)).ok_or_else(bad_datetime),
+        SqlType::Date => parse_datetime(t)
+            .map(|dt| Value::Date(dt.date))
+            .ok_or_else(bad_datetime),
         SqlType::Time(_) => parse_time(t).map(Value::Time).ok_or_else(bad_datetime),
         SqlType::DateTimeOffset(_) => parse_offset(t).ok_or_else(bad_datetime),
-        _ => parse_datetime(t).map(Value::DateTime2).ok_or_else(bad_datetime),
+        _ => parse_datetime(t)
+            .map(Value::DateTime2)
+            .ok_or_else(bad_datetime),
     }
 }
 
@@ -672,7 +768,7 @@ fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
 
 fn parse_date(s: &str) -> Option<Date> {
     let (y, m, d) = if s.len() == 8 && !s.contains('-') {
-        (num(&s[..4])?, num(&s[4..6])?, num(&s[6..])?)
+        (num(s.get(..4)?)?, num(s.get(4..6)?)?, num(s.get(6..)?)?)
     } else {
         let mut it = s.split('-');
         let y = num(it.next()?)?;
@@ -683,17 +779,36 @@ fn parse_date(s: &str) -> Option<Date> {
         }
         (y, m, d)
     };
-    let date = Date { year: y, month: m, day: d };
+    let date = Date {
+        year: y,
+        month: m,
+        day: d,
+    };
     valid_date(&date).then_some(date)
 }
 
 fn valid_date(d: &Date) -> bool {
     let leap = (d.year % 4 == 0 && d.year % 100 != 0) || d.year % 400 == 0;
-    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     (1..=9999).contains(&d.year)
         && (1..=12).contains(&d.month)
         && d.day >= 1
-        && days.get(usize::from(d.month) - 1).is_some_and(|max| d.day <= *max)
+        && days
+            .get(usize::from(d.month) - 1)
+            .is_some_and(|max| d.day <= *max)
 }
 
 fn parse_time(s: &str) -> Option<Time> {
@@ -708,15 +823,35 @@ fn parse_time(s: &str) -> Option<Time> {
     if it.next().is_some() || hour > 23 || minute > 59 || second > 59 || frac.len() > 9 {
         return None;
     }
-    let nanos = if frac.is_empty() { 0 } else { num::<u32>(frac)? * 10u32.pow(9 - frac.len() as u32) };
-    Some(Time { hour, minute, second, nanos })
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        num::<u32>(frac)? * 10u32.pow(9 - frac.len() as u32)
+    };
+    Some(Time {
+        hour,
+        minute,
+        second,
+        nanos,
+    })
 }
 
 fn parse_datetime(s: &str) -> Option<DateTime> {
-    let midnight = Time { hour: 0, minute: 0, second: 0, nanos: 0 };
+    let midnight = Time {
+        hour: 0,
+        minute: 0,
+        second: 0,
+        nanos: 0,
+    };
     match s.split_once([' ', 'T']) {
-        Some((d, t)) => Some(DateTime { date: parse_date(d)?, time: parse_time(t.trim())? }),
-        None => Some(DateTime { date: parse_date(s)?, time: midnight }),
+        Some((d, t)) => Some(DateTime {
+            date: parse_date(d)?,
+            time: parse_time(t.trim())?,
+        }),
+        None => Some(DateTime {
+            date: parse_date(s)?,
+            time: midnight,
+        }),
     }
 }
 
@@ -726,11 +861,18 @@ fn parse_offset(s: &str) -> Option<Value> {
     let sign: i16 = if s[cut..].starts_with('-') { -1 } else { 1 };
     let (h, m) = s[cut + 1..].split_once(':')?;
     let minutes = num::<i16>(h)? * 60 + num::<i16>(m)?;
-    (minutes <= 14 * 60).then_some(Value::DateTimeOffset { datetime, offset_minutes: sign * minutes })
+    (minutes <= 14 * 60).then_some(Value::DateTimeOffset {
+        datetime,
+        offset_minutes: sign * minutes,
+    })
 }
 
 fn parse_guid(s: &str) -> Option<[u8; 16]> {
-    let hex: String = s.trim_matches(|c| c == '{' || c == '}').chars().filter(|c| *c != '-').collect();
+    let hex: String = s
+        .trim_matches(|c| c == '{' || c == '}')
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
     if hex.len() != 32 {
         return None;
     }
@@ -757,7 +899,14 @@ fn format_date(d: &Date) -> String {
 /// Formats a GUID in canonical upper-case text.
 pub fn format_guid(g: &[u8; 16]) -> String {
     let h: String = g.iter().map(|b| format!("{b:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// The stored text of a temporal or GUID value (fixed 7 fraction digits), None when the value
@@ -770,13 +919,28 @@ pub fn storage_text(v: &Value, ty: &SqlType) -> Option<String> {
         (Value::DateTime2(dt), SqlType::Date) => Some(format_date(&dt.date)),
         (Value::Time(t), SqlType::Time(_)) => Some(format_time(t, 7)),
         (Value::DateTime2(dt), SqlType::Time(_)) => Some(format_time(&dt.time, 7)),
-        (Value::DateTimeOffset { datetime, offset_minutes }, SqlType::DateTimeOffset(_)) => {
+        (
+            Value::DateTimeOffset {
+                datetime,
+                offset_minutes,
+            },
+            SqlType::DateTimeOffset(_),
+        ) => {
             let sign = if *offset_minutes < 0 { '-' } else { '+' };
             let m = offset_minutes.unsigned_abs();
-            Some(format!("{} {sign}{:02}:{:02}", dt_text(datetime), m / 60, m % 60))
+            Some(format!(
+                "{} {sign}{:02}:{:02}",
+                dt_text(datetime),
+                m / 60,
+                m % 60
+            ))
         }
-        (Value::DateTime2(dt), SqlType::DateTimeOffset(_)) => Some(format!("{} +00:00", dt_text(dt))),
-        (Value::DateTimeOffset { datetime, .. }, _) | (Value::DateTime2(datetime), _) => Some(dt_text(datetime)),
+        (Value::DateTime2(dt), SqlType::DateTimeOffset(_)) => {
+            Some(format!("{} +00:00", dt_text(dt)))
+        }
+        (Value::DateTimeOffset { datetime, .. }, _) | (Value::DateTime2(datetime), _) => {
+            Some(dt_text(datetime))
+        }
         (Value::Date(d), _) => Some(format!("{} 00:00:00.0000000", format_date(d))),
         _ => None,
     }
@@ -795,7 +959,10 @@ pub fn expression_form(v: &Value, ty: &SqlType) -> SqliteValue {
         Value::Bytes(b) => SqliteValue::Blob(b.clone()),
         Value::Guid(g) => SqliteValue::Text(format_guid(g)),
         other => {
-            let target = if matches!(ty, SqlType::Date | SqlType::Time(_) | SqlType::DateTimeOffset(_)) {
+            let target = if matches!(
+                ty,
+                SqlType::Date | SqlType::Time(_) | SqlType::DateTimeOffset(_)
+            ) {
                 *ty
             } else {
                 default_type_of(other)
@@ -812,7 +979,10 @@ pub fn default_type_of(v: &Value) -> SqlType {
         Value::Bool(_) => SqlType::Bit,
         Value::Int(_) => SqlType::BigInt,
         Value::Float(_) => SqlType::Float { mantissa_bits: 53 },
-        Value::Decimal { scale, .. } => SqlType::Decimal { precision: 38, scale: *scale },
+        Value::Decimal { scale, .. } => SqlType::Decimal {
+            precision: 38,
+            scale: *scale,
+        },
         Value::Bytes(_) => SqlType::VarBinary(Len::Max),
         Value::Date(_) => SqlType::Date,
         Value::Time(_) => SqlType::Time(7),
@@ -833,8 +1003,21 @@ pub fn from_sqlite(v: ValueRef<'_>, ty: &SqlType, raw_scaled: bool) -> Result<Va
         Storage::Integer => Ok(Value::Int(to_integer(v, &SqlType::BigInt)?)),
         Storage::Real => Ok(Value::Float(to_real(v)?)),
         Storage::Scaled(scale) => match v {
-            ValueRef::Integer(i) if raw_scaled => Ok(Value::Decimal { value: i.into(), scale }),
-            _ => Ok(Value::Decimal { value: to_scaled(v, &SqlType::Decimal { precision: 38, scale }, scale)?, scale }),
+            ValueRef::Integer(i) if raw_scaled => Ok(Value::Decimal {
+                value: i.into(),
+                scale,
+            }),
+            _ => Ok(Value::Decimal {
+                value: to_scaled(
+                    v,
+                    &SqlType::Decimal {
+                        precision: 38,
+                        scale,
+                    },
+                    scale,
+                )?,
+                scale,
+            }),
         },
         Storage::Blob => match v {
             ValueRef::Blob(b) => Ok(Value::Bytes(b.to_vec())),
@@ -869,9 +1052,21 @@ mod tests {
 
     #[test]
     fn parses_declared_types() {
-        assert_eq!(SqlType::parse("nvarchar(50)").unwrap(), SqlType::NVarChar(Len::N(50)));
-        assert_eq!(SqlType::parse("DECIMAL(10, 2)").unwrap(), SqlType::Decimal { precision: 10, scale: 2 });
-        assert_eq!(SqlType::parse("varbinary(MAX)").unwrap(), SqlType::VarBinary(Len::Max));
+        assert_eq!(
+            SqlType::parse("nvarchar(50)").unwrap(),
+            SqlType::NVarChar(Len::N(50))
+        );
+        assert_eq!(
+            SqlType::parse("DECIMAL(10, 2)").unwrap(),
+            SqlType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            SqlType::parse("varbinary(MAX)").unwrap(),
+            SqlType::VarBinary(Len::Max)
+        );
         assert_eq!(SqlType::parse("datetime2").unwrap(), SqlType::DateTime2(7));
         assert_eq!(SqlType::parse("float(24)").unwrap().type_name(), "real");
         assert_eq!(SqlType::parse("bogus").unwrap_err().number, 2715);
@@ -880,7 +1075,14 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for t in ["nvarchar(max)", "decimal(10,2)", "char(11)", "datetime2(3)", "float", "int"] {
+        for t in [
+            "nvarchar(max)",
+            "decimal(10,2)",
+            "char(11)",
+            "datetime2(3)",
+            "float",
+            "int",
+        ] {
             assert_eq!(SqlType::parse(t).unwrap().to_string(), t);
         }
     }
@@ -897,9 +1099,16 @@ mod tests {
     #[test]
     fn store_checks_length_and_pads_char() {
         let ty = SqlType::NVarChar(Len::N(3));
-        let err = to_storage(ValueRef::Text(b"abcd"), &ty, ConvMode::Store, ("t", "c")).unwrap_err();
+        let err =
+            to_storage(ValueRef::Text(b"abcd"), &ty, ConvMode::Store, ("t", "c")).unwrap_err();
         assert_eq!(err.number, 2628);
-        let ok = to_storage(ValueRef::Text(b"ab"), &SqlType::Char(4), ConvMode::Store, ("t", "c")).unwrap();
+        let ok = to_storage(
+            ValueRef::Text(b"ab"),
+            &SqlType::Char(4),
+            ConvMode::Store,
+            ("t", "c"),
+        )
+        .unwrap();
         assert_eq!(ok, SqliteValue::Text("ab  ".into()));
         let cut = to_storage(ValueRef::Text(b"abcd"), &ty, ConvMode::Cast, ("t", "c")).unwrap();
         assert_eq!(cut, SqliteValue::Text("abc".into()));
@@ -907,25 +1116,61 @@ mod tests {
 
     #[test]
     fn store_checks_numbers() {
-        let ty = SqlType::Decimal { precision: 4, scale: 2 };
+        let ty = SqlType::Decimal {
+            precision: 4,
+            scale: 2,
+        };
         let ok = to_storage(ValueRef::Real(12.345), &ty, ConvMode::Store, ("t", "c")).unwrap();
         assert_eq!(ok, SqliteValue::Integer(1235));
         let err = to_storage(ValueRef::Integer(100), &ty, ConvMode::Store, ("t", "c")).unwrap_err();
         assert_eq!(err.number, 8115);
-        let err = to_storage(ValueRef::Text(b"x"), &SqlType::Int, ConvMode::Store, ("t", "c")).unwrap_err();
+        let err = to_storage(
+            ValueRef::Text(b"x"),
+            &SqlType::Int,
+            ConvMode::Store,
+            ("t", "c"),
+        )
+        .unwrap_err();
         assert_eq!(err.number, 245);
-        let err = to_storage(ValueRef::Integer(300), &SqlType::TinyInt, ConvMode::Store, ("t", "c")).unwrap_err();
+        let err = to_storage(
+            ValueRef::Integer(300),
+            &SqlType::TinyInt,
+            ConvMode::Store,
+            ("t", "c"),
+        )
+        .unwrap_err();
         assert_eq!(err.number, 8115);
     }
 
     #[test]
     fn temporal_text_is_canonical() {
-        let s = to_storage(ValueRef::Text(b"2024-02-29T10:11:12.5"), &SqlType::DateTime2(7), ConvMode::Store, ("t", "c"));
-        assert_eq!(s.unwrap(), SqliteValue::Text("2024-02-29 10:11:12.5000000".into()));
-        let err = to_storage(ValueRef::Text(b"2023-02-29"), &SqlType::Date, ConvMode::Store, ("t", "c")).unwrap_err();
+        let s = to_storage(
+            ValueRef::Text(b"2024-02-29T10:11:12.5"),
+            &SqlType::DateTime2(7),
+            ConvMode::Store,
+            ("t", "c"),
+        );
+        assert_eq!(
+            s.unwrap(),
+            SqliteValue::Text("2024-02-29 10:11:12.5000000".into())
+        );
+        let err = to_storage(
+            ValueRef::Text(b"2023-02-29"),
+            &SqlType::Date,
+            ConvMode::Store,
+            ("t", "c"),
+        )
+        .unwrap_err();
         assert_eq!(err.number, 241);
         let v = from_sqlite(ValueRef::Text(b"2024-01-02"), &SqlType::Date, false).unwrap();
-        assert_eq!(v, Value::Date(Date { year: 2024, month: 1, day: 2 }));
+        assert_eq!(
+            v,
+            Value::Date(Date {
+                year: 2024,
+                month: 1,
+                day: 2
+            })
+        );
     }
 
     #[test]
@@ -936,6 +1181,9 @@ mod tests {
 
     #[test]
     fn value_debug_hides_contents() {
-        assert_eq!(format!("{:?}", Value::String("secret".into())), "Value::String(..)");
+        assert_eq!(
+            format!("{:?}", Value::String("secret".into())),
+            "Value::String(..)"
+        );
     }
 }
