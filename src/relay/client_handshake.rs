@@ -23,6 +23,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsStream};
 use tracing::{debug, trace};
 
 use crate::config::ClientTls as ListenTls;
@@ -33,7 +35,11 @@ use crate::relay::reply::{fatal_error_default, prelogin_response};
 use crate::relay::upstream::read_message;
 use crate::tds::packet::{Packet, PacketType, DEFAULT_PACKET_SIZE, HEADER_LEN};
 use crate::tds::prelogin::{Encryption, PreLogin, MAX_PRELOGIN_LEN};
-use crate::tls::{detect, Encryption as TlsMode, FirstPacket, Replay, TlsAcceptors, Transport};
+use crate::tls::certs::ServerIdentity;
+use crate::tls::{
+    detect, Encryption as TlsMode, FirstPacket, Peer, PreloginWrapper, Replay, TlsAcceptors,
+    TlsError, Transport,
+};
 
 /// The application leg's stream.
 pub type ClientStream = Transport<Replay<TcpStream>>;
@@ -78,7 +84,39 @@ impl ClientEncryption {
 #[derive(Clone)]
 pub struct ClientSettings {
     pub tls: ListenTls,
-    pub server_tls: Option<Arc<TlsAcceptors>>,
+    pub server_tls: Option<Arc<ClientLegTls>>,
+}
+
+/// The application leg's acceptors: TDS 8.0 strict from the TLS layer, and
+/// a TLS 1.2-only acceptor for handshakes inside PRELOGIN packets. SQL
+/// Server negotiates TLS 1.2 there even when the client offers 1.3, and
+/// drivers rely on it: under TLS 1.3 ODBC Driver 18 and OpenSSL-based
+/// FreeTDS send their last handshake flight as bare records, which the
+/// PRELOGIN framing refuses.
+///
+/// TODO(tdsguard): the TLS layer's own PRELOGIN acceptor offers TLS 1.3;
+/// once it offers 1.2 only, this type can go.
+pub struct ClientLegTls {
+    pub strict: TlsAcceptors,
+    pub prelogin: TlsAcceptor,
+}
+
+impl ClientLegTls {
+    /// Both acceptors presenting `identity`.
+    pub fn new(identity: ServerIdentity) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut prelogin = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(TlsError::Config)?;
+        prelogin.send_tls13_tickets = 0;
+        Ok(ClientLegTls {
+            strict: TlsAcceptors::new(identity)?,
+            prelogin: TlsAcceptor::from(Arc::new(prelogin)),
+        })
+    }
 }
 
 /// An application that has sent its LOGIN7.
@@ -191,12 +229,20 @@ async fn start_tls(
         Plan::Full => TlsMode::Full,
     };
     let tls = server_tls(settings)?;
-    Transport::accept_prelogin(replay, tls, DEFAULT_PACKET_SIZE, mode)
-        .await
-        .map_err(RelayError::tls(Leg::Client))
+    let wrapper = PreloginWrapper::new(replay, DEFAULT_PACKET_SIZE);
+    let accepted = tls.prelogin.accept(wrapper).await;
+    let server_stream = accepted
+        .map_err(|e| TlsError::from_handshake(e, Peer::Client))
+        .map_err(RelayError::tls(Leg::Client))?;
+    let mut tls_stream = TlsStream::from(server_stream);
+    tls_stream
+        .get_mut()
+        .0
+        .handshake_done(mode == TlsMode::LoginOnly);
+    Ok(Transport::Prelogin(Box::new(tls_stream)))
 }
 
-fn server_tls(settings: &ClientSettings) -> Result<&TlsAcceptors, RelayError> {
+fn server_tls(settings: &ClientSettings) -> Result<&ClientLegTls, RelayError> {
     settings
         .server_tls
         .as_deref()
@@ -212,7 +258,7 @@ async fn strict(
         return Err(RelayError::EncryptionRefused);
     }
     let tls = server_tls(settings)?;
-    let stream = Transport::accept_strict(replay, tls)
+    let stream = Transport::accept_strict(replay, &tls.strict)
         .await
         .map_err(RelayError::tls(Leg::Client))?;
 

@@ -69,13 +69,15 @@ impl<R: AsyncRead + Unpin> PacketRead<R> {
         })
     }
 
-    /// Reads one chunk; false at end of stream.
+    /// Reads one chunk; false at end of stream. A TLS peer that closes
+    /// without close_notify counts as closed: SQL Server and drivers do
+    /// that, and every TDS message carries its own end (EOM) anyway.
     async fn fill(&mut self) -> Result<bool, RelayError> {
-        let n = self
-            .inner
-            .read(&mut self.chunk)
-            .await
-            .map_err(RelayError::io(self.leg, "reading"))?;
+        let n = match self.inner.read(&mut self.chunk).await {
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(err) => return Err(RelayError::io(self.leg, "reading")(err)),
+        };
         self.packets.feed(&self.chunk[..n]);
         Ok(n > 0)
     }

@@ -15,12 +15,12 @@ use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::{ClientTls as ListenTls, Config, ListenConfig};
-use crate::relay::client_handshake::ClientSettings;
+use crate::relay::client_handshake::{ClientLegTls, ClientSettings};
 use crate::relay::connection::{self, Settings};
 use crate::relay::error::{Leg, RelayError};
 use crate::relay::hook::{PassThrough, RewriterFactory};
 use crate::relay::upstream::{Target, UpstreamSettings};
-use crate::tls::TlsAcceptors;
+use crate::tls::certs;
 
 /// Time an application has for PRELOGIN, TLS and LOGIN7. Drivers default
 /// their login timeout to 15-30 s; 60 s leaves them the first word while
@@ -182,20 +182,21 @@ fn settings(
 
 /// The application leg's certificate: from files, or generated for
 /// loopback use and kept in `data_dir`.
-fn server_tls(listen: &ListenConfig) -> Result<Option<TlsAcceptors>, RelayError> {
+fn server_tls(listen: &ListenConfig) -> Result<Option<ClientLegTls>, RelayError> {
     if listen.tls == ListenTls::Off {
         return Ok(None);
     }
-    let tls = match (&listen.cert_file, &listen.key_file) {
-        (Some(cert), Some(key)) => TlsAcceptors::from_pem_files(cert, key),
+    let identity = match (&listen.cert_file, &listen.key_file) {
+        (Some(cert), Some(key)) => certs::load_pem_files(cert, key),
         _ => {
             let names: Vec<String> = LOOPBACK_NAMES.iter().map(|n| n.to_string()).collect();
             info!(
                 data_dir = %listen.data_dir.display(),
                 "no listen.cert_file: using a self-signed certificate for loopback use"
             );
-            TlsAcceptors::self_signed(&names, Some(&listen.data_dir))
+            certs::load_or_generate(&listen.data_dir, &names)
         }
     };
+    let tls = identity.and_then(ClientLegTls::new);
     tls.map(Some).map_err(RelayError::tls(Leg::Client))
 }

@@ -44,6 +44,7 @@ impl TestProxy {
         ca_file: Option<PathBuf>,
         adjust: impl FnOnce(&mut Config),
     ) -> TestProxy {
+        init_test_logging();
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = test_config(dir.path());
         adjust(&mut config);
@@ -80,4 +81,15 @@ impl TestProxy {
     pub fn cert_pem(&self) -> PathBuf {
         self.dir.path().join("tls-cert.pem")
     }
+}
+
+/// Logs to the test output when RUST_LOG is set (e.g. `tdsguard=debug`).
+pub fn init_test_logging() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
