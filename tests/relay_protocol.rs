@@ -175,6 +175,7 @@ async fn proxy_survives(break_it: impl AsyncFnOnce(&TestProxy)) {
     client.send_batch("SELECT 1").await;
     let message = client.read_message().await.expect("served");
     assert!(message.ends_with(&common::fake_server::done(0x10, 2)));
+    drop(client);
     proxy.shutdown().await;
 }
 
