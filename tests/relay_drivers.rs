@@ -17,9 +17,9 @@ use tokio::process::Command;
 use tokio_util::compat::TokioAsyncWriteCompatExt;
 
 use common::proxy::TestProxy;
+use common::python;
 use common::sandbox::{TestSandbox, PASSWORD};
 use common::tiberius_scenario::{self, Tiberius};
-use common::python;
 
 /// Time a driver subprocess may take for the whole scenario.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -47,7 +47,9 @@ async fn tiberius(addr: SocketAddr, level: EncryptionLevel) -> tiberius::Result<
 /// The shared driver scenario, through the proxy.
 async fn tiberius_scenario(level: EncryptionLevel) {
     let (sandbox, proxy) = stack().await;
-    let mut client = tiberius(proxy.addr, level).await.expect("login through the proxy");
+    let mut client = tiberius(proxy.addr, level)
+        .await
+        .expect("login through the proxy");
     let failures = tiberius_scenario::run(&mut client, "dbo.Patients").await;
     assert!(failures.is_empty(), "differences:\n{}", failures.join("\n"));
     drop(client);
@@ -145,7 +147,9 @@ async fn relay_freetds_tsql() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = command.spawn().expect("tsql runs (scripts/install-test-deps.sh)");
+    let mut child = command
+        .spawn()
+        .expect("tsql runs (scripts/install-test-deps.sh)");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
         .write_all(b"SELECT 40 + 2 AS answer\ngo\nexit\n")

@@ -27,7 +27,9 @@ async fn tiberius(addr: SocketAddr) -> Tiberius {
     config.trust_cert();
     config.encryption(EncryptionLevel::Required);
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    Client::connect(config, tcp.compat_write()).await.expect("login")
+    Client::connect(config, tcp.compat_write())
+        .await
+        .expect("login")
 }
 
 async fn count_rows(client: &mut Tiberius, table: &str) -> Option<i32> {
@@ -38,7 +40,11 @@ async fn count_rows(client: &mut Tiberius, table: &str) -> Option<i32> {
 
 /// A sandbox using `other`'s certificate, so one CA file trusts both.
 fn same_certificate(other: &TestSandbox) -> TlsSource {
-    let dir = other.cert_pem().parent().expect("certificate directory").to_path_buf();
+    let dir = other
+        .cert_pem()
+        .parent()
+        .expect("certificate directory")
+        .to_path_buf();
     TlsSource::PemFiles {
         cert: dir.join("tls-cert.pem"),
         key: dir.join("tls-key.pem"),
@@ -61,7 +67,11 @@ async fn relay_redirect_is_followed_and_hidden_from_the_app() {
     let mut raw = RawClient::connect(proxy.addr).await;
     raw.prelogin(false).await;
     let tokens = raw.login(PASSWORD).await;
-    assert!(tokens.iter().any(|t| matches!(t, Token::LoginAck(_))), "{:?}", error_messages(&tokens));
+    assert!(
+        tokens.iter().any(|t| matches!(t, Token::LoginAck(_))),
+        "{:?}",
+        error_messages(&tokens)
+    );
     let routing = tokens
         .iter()
         .any(|t| matches!(t, Token::EnvChange(EnvChange::Routing { .. })));
@@ -123,14 +133,23 @@ async fn relay_max_connections_holds_further_clients_back() {
 
     let mut second = RawClient::connect(proxy.addr).await;
     second
-        .send_message(tdsguard::tds::packet::PacketType::PreLogin, &prelogin_payload())
+        .send_message(
+            tdsguard::tds::packet::PacketType::PreLogin,
+            &prelogin_payload(),
+        )
         .await;
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(300), second.tcp.read(&mut byte)).await;
-    assert!(early.is_err(), "the second client was served while the first held the only slot");
+    assert!(
+        early.is_err(),
+        "the second client was served while the first held the only slot"
+    );
 
     drop(first);
-    let answer = second.read_message().await.expect("served once the slot is free");
+    let answer = second
+        .read_message()
+        .await
+        .expect("served once the slot is free");
     assert!(!answer.is_empty());
     drop(second);
     proxy.shutdown().await;
@@ -158,10 +177,16 @@ async fn relay_shutdown_stops_accepting_and_drains() {
 
     let stopping = tokio::spawn(proxy.shutdown());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 
     client.send_batch("SELECT 1").await;
-    let message = client.read_message().await.expect("the open session still works");
+    let message = client
+        .read_message()
+        .await
+        .expect("the open session still works");
     assert!(message.ends_with(&common::fake_server::done(0x10, 1)));
     assert!(!stopping.is_finished());
     drop(client);

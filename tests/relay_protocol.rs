@@ -50,8 +50,15 @@ async fn relay_transparency_bytes_out_equal_bytes_in() {
         read_response(&mut client).await;
     }
     let sent = server.sent.lock().unwrap().clone();
-    assert!(sent.len() > 2_000_000, "the server sent {} bytes", sent.len());
-    assert!(client.received == sent, "the client got different bytes than the server sent");
+    assert!(
+        sent.len() > 2_000_000,
+        "the server sent {} bytes",
+        sent.len()
+    );
+    assert!(
+        client.received == sent,
+        "the client got different bytes than the server sent"
+    );
     drop(client);
     proxy.shutdown().await;
 }
@@ -86,12 +93,18 @@ async fn relay_cancel_mid_stream_then_reuse_the_connection() {
     client.send_batch("SELECT * FROM big").await;
     for _ in 0..3 {
         let packet = client.read_packet().await.expect("result packets");
-        assert!(!packet.header.is_eom(), "the result ended before the cancel");
+        assert!(
+            !packet.header.is_eom(),
+            "the result ended before the cancel"
+        );
     }
     client.send_attention().await;
     let mut last = Vec::new();
     while !ends_with_attention_ack(&last) {
-        last = client.read_message().await.expect("the cancelled result ends");
+        last = client
+            .read_message()
+            .await
+            .expect("the cancelled result ends");
     }
 
     client.send_batch("SELECT * FROM small").await;
@@ -124,9 +137,16 @@ async fn relay_attention_inside_a_request_goes_up_after_it() {
         last = client.read_message().await.expect("responses");
     }
     let received = server.received.lock().unwrap().clone();
-    let attention = received.iter().position(|&t| t == 0x06).expect("attention went up");
+    let attention = received
+        .iter()
+        .position(|&t| t == 0x06)
+        .expect("attention went up");
     assert!(received[..attention].iter().all(|&t| t == 0x01));
-    assert_eq!(attention, received.len() - 1, "the attention came after the whole batch");
+    assert_eq!(
+        attention,
+        received.len() - 1,
+        "the attention came after the whole batch"
+    );
     proxy.shutdown().await;
 }
 
@@ -160,7 +180,10 @@ async fn relay_upstream_closing_mid_row_ends_only_that_connection() {
 
     let mut second = logged_in(&proxy).await;
     second.send_batch("SELECT 2").await;
-    let message = second.read_message().await.expect("the second client is served");
+    let message = second
+        .read_message()
+        .await
+        .expect("the second client is served");
     assert!(message.ends_with(&common::fake_server::done(0x10, 5)));
     proxy.shutdown().await;
 }
@@ -183,7 +206,11 @@ async fn proxy_survives(break_it: impl AsyncFnOnce(&TestProxy)) {
 async fn relay_garbage_before_prelogin_closes_that_connection() {
     proxy_survives(async |proxy| {
         let mut client = RawClient::connect(proxy.addr).await;
-        client.tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        client
+            .tcp
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         assert!(client.closed().await);
     })
     .await;
@@ -206,7 +233,11 @@ async fn relay_truncated_packet_closes_that_connection() {
 async fn relay_wrong_packet_length_closes_that_connection() {
     proxy_survives(async |proxy| {
         let mut client = logged_in(proxy).await;
-        client.tcp.write_all(&[0x01, 0x01, 0x00, 0x04, 0, 0, 1, 0]).await.unwrap();
+        client
+            .tcp
+            .write_all(&[0x01, 0x01, 0x00, 0x04, 0, 0, 1, 0])
+            .await
+            .unwrap();
         assert!(client.closed().await);
     })
     .await;
@@ -231,7 +262,11 @@ async fn relay_client_stopping_mid_message_closes_that_connection() {
 async fn relay_truncated_prelogin_closes_that_connection() {
     proxy_survives(async |proxy| {
         let mut client = RawClient::connect(proxy.addr).await;
-        client.tcp.write_all(&[0x12, 0x01, 0x00, 0x40, 0, 0, 1, 0, 0x00]).await.unwrap();
+        client
+            .tcp
+            .write_all(&[0x12, 0x01, 0x00, 0x40, 0, 0, 1, 0, 0x00])
+            .await
+            .unwrap();
         client.tcp.shutdown().await.unwrap();
         assert!(client.closed().await);
     })
@@ -259,7 +294,9 @@ async fn relay_pre_tds7_login_gets_an_error() {
     let server = FakeServer::start(|_| Reply::Rows(1)).await;
     let proxy = proxy_for(&server).await;
     let mut client = RawClient::connect(proxy.addr).await;
-    client.send_message(PacketType::PreTds7Login, &[0u8; 100]).await;
+    client
+        .send_message(PacketType::PreTds7Login, &[0u8; 100])
+        .await;
     let reply = client.read_message().await.expect("an error reply");
     let tokens = tdsguard::tds::token::decode_all(&reply, &mut Default::default()).unwrap();
     let errors = error_messages(&tokens);
@@ -278,7 +315,10 @@ async fn relay_required_tls_refuses_a_plaintext_client_with_an_error() {
     client.prelogin(false).await;
     let tokens = client.login(PASSWORD).await;
     let errors = error_messages(&tokens);
-    assert!(errors.iter().any(|e| e.contains("listen.tls")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("listen.tls")),
+        "{errors:?}"
+    );
     assert!(client.closed().await);
     proxy.shutdown().await;
 }
@@ -306,7 +346,10 @@ async fn relay_unreachable_upstream_is_an_error_the_app_can_show() {
     client.prelogin(false).await;
     let tokens = client.login(PASSWORD).await;
     let errors = error_messages(&tokens);
-    assert!(errors.iter().any(|e| e.contains("cannot connect")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("cannot connect")),
+        "{errors:?}"
+    );
     let class = tokens.iter().find_map(|t| match t {
         Token::InfoError(e) => Some(e.class),
         _ => None,
@@ -323,7 +366,12 @@ async fn relay_untrusted_server_certificate_is_an_error_the_app_can_show() {
     client.prelogin(false).await;
     let tokens = client.login(PASSWORD).await;
     let errors = error_messages(&tokens);
-    assert!(errors.iter().any(|e| e.contains("TLS with the server failed")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("TLS with the server failed")),
+        "{errors:?}"
+    );
     assert!(server.sent.lock().unwrap().is_empty());
     proxy.shutdown().await;
 }

@@ -150,8 +150,17 @@ mod tests {
     #[test]
     fn sandbox_file_lands_under_the_data_dir() {
         let dir = Path::new("data");
-        assert_eq!(under(dir, Path::new("data/s.sqlite")), PathBuf::from("data/s.sqlite"));
-        assert_eq!(under(dir, Path::new("s.sqlite")), PathBuf::from("data/s.sqlite"));
-        assert_eq!(under(dir, Path::new("/tmp/s.sqlite")), PathBuf::from("/tmp/s.sqlite"));
+        assert_eq!(
+            under(dir, Path::new("data/s.sqlite")),
+            PathBuf::from("data/s.sqlite")
+        );
+        assert_eq!(
+            under(dir, Path::new("s.sqlite")),
+            PathBuf::from("data/s.sqlite")
+        );
+        assert_eq!(
+            under(dir, Path::new("/tmp/s.sqlite")),
+            PathBuf::from("/tmp/s.sqlite")
+        );
     }
 }

@@ -12,7 +12,6 @@
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-
 /// Shared between the two directions of a connection: when the server must
 /// have acknowledged the last attention by, if one is outstanding.
 #[derive(Debug, Clone)]

@@ -142,7 +142,10 @@ enum Plan {
 }
 
 /// Runs the application leg up to and including LOGIN7.
-pub async fn accept(tcp: TcpStream, settings: &ClientSettings) -> Result<AcceptedClient, RelayError> {
+pub async fn accept(
+    tcp: TcpStream,
+    settings: &ClientSettings,
+) -> Result<AcceptedClient, RelayError> {
     let (first, replay) = detect(tcp)
         .await
         .map_err(RelayError::io(Leg::Client, "reading the first bytes"))?;
@@ -272,7 +275,12 @@ async fn strict(
     if !rest.is_empty() {
         return Err(early_bytes());
     }
-    read_login(stream, ClientEncryption::Strict, request.fed_auth_required()).await
+    read_login(
+        stream,
+        ClientEncryption::Strict,
+        request.fed_auth_required(),
+    )
+    .await
 }
 
 /// A client that starts with LOGIN7 and no PRELOGIN (jTDS).
@@ -401,14 +409,28 @@ mod tests {
             (ListenTls::Optional, Some(Off), Off, Plan::LoginOnly),
             (ListenTls::Optional, Some(On), On, Plan::Full),
             (ListenTls::Optional, Some(Required), On, Plan::Full),
-            (ListenTls::Optional, Some(NotSupported), NotSupported, Plan::Plain),
+            (
+                ListenTls::Optional,
+                Some(NotSupported),
+                NotSupported,
+                Plan::Plain,
+            ),
             (ListenTls::Optional, None, NotSupported, Plan::Plain),
             (ListenTls::Required, Some(Off), Required, Plan::Full),
             (ListenTls::Required, Some(On), Required, Plan::Full),
-            (ListenTls::Required, Some(NotSupported), NotSupported, Plan::Refuse),
+            (
+                ListenTls::Required,
+                Some(NotSupported),
+                NotSupported,
+                Plan::Refuse,
+            ),
         ];
         for (listen, client, answer, expected) in cases {
-            assert_eq!(plan(listen, client), (answer, expected), "{listen:?} {client:?}");
+            assert_eq!(
+                plan(listen, client),
+                (answer, expected),
+                "{listen:?} {client:?}"
+            );
         }
     }
 }

@@ -7,11 +7,15 @@ use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace, Span};
 
 use crate::relay::attention::AttentionSignal;
-use crate::relay::client_handshake::{self, AcceptedClient, ClientEncryption, ClientSettings, ClientStream};
+use crate::relay::client_handshake::{
+    self, AcceptedClient, ClientEncryption, ClientSettings, ClientStream,
+};
 use crate::relay::error::{error_chain, Fault, Leg, RelayError};
 use crate::relay::hook::{RewriterFactory, SessionInfo};
 use crate::relay::io::{read_message_packets, PacketRead, PacketWrite};
-use crate::relay::login::{self, LoginRequest, LoginResponse, MAX_LOGIN_MESSAGE_LEN, MAX_LOGIN_ROUNDS};
+use crate::relay::login::{
+    self, LoginRequest, LoginResponse, MAX_LOGIN_MESSAGE_LEN, MAX_LOGIN_ROUNDS,
+};
 use crate::relay::pump::{self, Shared};
 use crate::relay::redirect::RedirectBudget;
 use crate::relay::reply::fatal_error;
@@ -116,7 +120,10 @@ async fn run(tcp: TcpStream, settings: &Settings, state: &mut ConnState) -> Resu
         .await
         .map_err(|_| RelayError::HandshakeTimeout { leg: Leg::Client })??;
     *state = ConnState::Login7;
-    debug!(encryption = accepted.encryption.name(), "client handshake done");
+    debug!(
+        encryption = accepted.encryption.name(),
+        "client handshake done"
+    );
 
     let request = LoginRequest::new(&accepted.login)?;
     let AcceptedClient {

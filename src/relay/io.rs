@@ -285,7 +285,16 @@ mod tests {
         drop(server);
         let mut reader = PacketRead::new(client, Leg::Server);
         let err = reader.next().await.unwrap_err();
-        assert!(matches!(err, RelayError::Closed { leg: Leg::Server, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                RelayError::Closed {
+                    leg: Leg::Server,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -300,7 +309,10 @@ mod tests {
         assert_eq!(headers[0].reset_flags(), status::RESETCONNECTION);
         assert!(!headers[0].is_eom() && !headers[1].is_eom() && headers[2].is_eom());
         assert_eq!(headers[1].reset_flags(), 0);
-        let joined: Vec<u8> = pieces.iter().flat_map(|p| p[HEADER_LEN..].to_vec()).collect();
+        let joined: Vec<u8> = pieces
+            .iter()
+            .flat_map(|p| p[HEADER_LEN..].to_vec())
+            .collect();
         assert_eq!(joined, big.payload());
         assert!(pieces.iter().all(|p| p.len() <= 4096));
     }

@@ -142,12 +142,13 @@ impl Listener {
 async fn drain(mut tasks: JoinSet<()>, grace: Duration, addr: Option<SocketAddr>) {
     let open = tasks.len();
     info!(listen.addr = ?addr, open, grace_ms = grace.as_millis() as u64, "stopped accepting; draining");
-    let finished = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let finished =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if finished.is_err() {
-        info!(remaining = tasks.len(), "grace period over; closing remaining connections");
+        info!(
+            remaining = tasks.len(),
+            "grace period over; closing remaining connections"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }

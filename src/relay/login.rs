@@ -27,8 +27,8 @@ use crate::relay::redirect;
 use crate::relay::upstream::Target;
 use crate::tds::login7::{FeatureId, Login7};
 use crate::tds::packet::{
-    encode_message_with_spid, Assembled, MessageAssembler, Packet, PacketType,
-    DEFAULT_PACKET_SIZE, MAX_PACKET_LEN,
+    encode_message_with_spid, Assembled, MessageAssembler, Packet, PacketType, DEFAULT_PACKET_SIZE,
+    MAX_PACKET_LEN,
 };
 use crate::tds::stream::{Item, RowMode, Signal, TokenReader};
 use crate::tds::token::env_change::ENV_PACKETSIZE;
@@ -259,10 +259,17 @@ fn check_login_packet(packet: &Packet, total: usize) -> Result<(), RelayError> {
 }
 
 fn drain(tokens: &mut TokenReader, response: &mut LoginResponse) -> Result<(), RelayError> {
-    while let Some(item) = tokens.poll_item().map_err(RelayError::decode(Leg::Server))? {
+    while let Some(item) = tokens
+        .poll_item()
+        .map_err(RelayError::decode(Leg::Server))?
+    {
         note_signal(&item, response)?;
         if let Item::Token { token, raw } = item {
-            trace!(token = token.name(), len = raw.len(), "login response token");
+            trace!(
+                token = token.name(),
+                len = raw.len(),
+                "login response token"
+            );
             response.items.push((token, raw));
         }
     }
@@ -337,7 +344,9 @@ mod tests {
         let ty = PacketType::TabularResult;
         encode_message_with_spid(ty, 0, 51, &payload, 512, &mut out).unwrap();
         let mut reader = PacketRead::new(&out[..], Leg::Server);
-        read_response(&mut reader, TokenContext::default()).await.unwrap()
+        read_response(&mut reader, TokenContext::default())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

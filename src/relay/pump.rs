@@ -168,7 +168,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
         self.held.push(packet.raw);
         match assembled {
             Some(Assembled::Message(message)) => {
-                let outcome = self.rewriter.rewrite_request(&message, &self.shared.session)?;
+                let outcome = self
+                    .rewriter
+                    .rewrite_request(&message, &self.shared.session)?;
                 self.forward_rewritten(&message, outcome).await
             }
             // The server sees exactly what the client sent and discards it.
@@ -188,7 +190,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
         self.held.clear();
         let mut out = BytesMut::new();
         let size = self.shared.session.server_packet_size;
-        encode_message(message.packet_type, message.reset_flags, &payload, size, &mut out)?;
+        encode_message(
+            message.packet_type,
+            message.reset_flags,
+            &payload,
+            size,
+            &mut out,
+        )?;
         self.server.send_packets(&out).await
     }
 

@@ -48,7 +48,14 @@ pub fn fatal_error(
     done_error().encode(&ctx, &mut payload)?;
 
     let mut out = BytesMut::new();
-    encode_message_with_spid(PacketType::TabularResult, 0, 0, &payload, packet_size, &mut out)?;
+    encode_message_with_spid(
+        PacketType::TabularResult,
+        0,
+        0,
+        &payload,
+        packet_size,
+        &mut out,
+    )?;
     Ok(out.freeze())
 }
 
@@ -82,10 +89,7 @@ fn done_error() -> Done {
 /// The PRELOGIN answer to the client: tdsguard's version, the chosen
 /// encryption, no MARS, INSTOPT "ok", and FEDAUTHREQUIRED echoed when the
 /// client sent it.
-pub fn prelogin_response(
-    request: &PreLogin,
-    encryption: Encryption,
-) -> Result<Bytes, EncodeError> {
+pub fn prelogin_response(request: &PreLogin, encryption: Encryption) -> Result<Bytes, EncodeError> {
     let mut answer = PreLogin::new();
     answer.set_version(PRELOGIN_VERSION);
     answer.set_encryption(encryption, false);

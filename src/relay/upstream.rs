@@ -22,7 +22,7 @@ use crate::tds::packet::{
     encode_message, Assembled, MessageAssembler, PacketType, DEFAULT_PACKET_SIZE,
 };
 use crate::tds::prelogin::{Encryption, PreLogin, MAX_PRELOGIN_LEN};
-use crate::tls::{TlsConnectors, ConnectorOptions, Encryption as TlsMode, Transport};
+use crate::tls::{ConnectorOptions, Encryption as TlsMode, TlsConnectors, Transport};
 
 /// The server leg's stream.
 pub type ServerStream = Transport<TcpStream>;
@@ -85,7 +85,9 @@ async fn connect_inner(
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let addr = tcp.peer_addr().map_err(RelayError::io(Leg::Server, "connecting"))?;
+    let addr = tcp
+        .peer_addr()
+        .map_err(RelayError::io(Leg::Server, "connecting"))?;
     debug!(server.addr = %addr, "connected upstream");
 
     let tls = client_tls(target, settings)?;
@@ -186,7 +188,13 @@ fn own_prelogin(fed_auth: Option<bool>) -> Result<BytesMut, RelayError> {
     let mut payload = BytesMut::new();
     request.encode(&mut payload)?;
     let mut out = BytesMut::new();
-    encode_message(PacketType::PreLogin, 0, &payload, DEFAULT_PACKET_SIZE, &mut out)?;
+    encode_message(
+        PacketType::PreLogin,
+        0,
+        &payload,
+        DEFAULT_PACKET_SIZE,
+        &mut out,
+    )?;
     Ok(out)
 }
 

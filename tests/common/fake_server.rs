@@ -57,7 +57,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     /// Starts a server answering request `n` (from 0, counted over all
-/// connections) with `script(n)`.
+    /// connections) with `script(n)`.
     pub async fn start(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> FakeServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
@@ -281,7 +281,9 @@ pub fn col_metadata() -> Vec<u8> {
     let mut out = vec![0x81, 0x02, 0x00];
     out.extend([0, 0, 0, 0, 0x01, 0x00, 0x26, 0x04]);
     out.extend(b_varchar("id"));
-    out.extend([0, 0, 0, 0, 0x01, 0x00, 0xE7, 0xC8, 0x00, 0x09, 0x04, 0xD0, 0x00, 0x34]);
+    out.extend([
+        0, 0, 0, 0, 0x01, 0x00, 0xE7, 0xC8, 0x00, 0x09, 0x04, 0xD0, 0x00, 0x34,
+    ]);
     out.extend(b_varchar("name"));
     out
 }

@@ -3,7 +3,7 @@
 
 pub mod fake_server;
 pub mod proxy;
+pub mod python;
 pub mod raw_client;
 pub mod sandbox;
 pub mod tiberius_scenario;
-pub mod python;

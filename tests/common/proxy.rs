@@ -55,7 +55,9 @@ impl TestProxy {
             },
             ca_file,
         };
-        let listener = Listener::bind(&config, upstream).await.expect("proxy binds");
+        let listener = Listener::bind(&config, upstream)
+            .await
+            .expect("proxy binds");
         let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(listener.run(async move {

@@ -37,7 +37,9 @@ impl RawPacket {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
+        let tcp = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
         tcp.set_nodelay(true).expect("nodelay");
         RawClient {
             tcp,
@@ -89,7 +91,8 @@ impl RawClient {
 
     /// A SQL batch with the transaction-descriptor ALL_HEADERS.
     pub async fn send_batch(&mut self, sql: &str) {
-        self.send_message(PacketType::SqlBatch, &batch_payload(sql)).await;
+        self.send_message(PacketType::SqlBatch, &batch_payload(sql))
+            .await;
     }
 
     pub async fn send_message(&mut self, ty: PacketType, payload: &[u8]) {
