@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use tdsguard::config::{ClientTls, Config, Overrides, Source, UpstreamEncryption, UpstreamMode};
 use tdsguard::relay::upstream::Target;
-use tdsguard::relay::{Listener, Upstream};
+use tdsguard::relay::{Listener, PassThrough, RewriterFactory, Upstream};
 
 /// A running proxy and what it needs to stop.
 pub struct TestProxy {
@@ -44,6 +45,16 @@ impl TestProxy {
         ca_file: Option<PathBuf>,
         adjust: impl FnOnce(&mut Config),
     ) -> TestProxy {
+        Self::start_hooked(upstream, ca_file, adjust, Arc::new(PassThrough)).await
+    }
+
+    /// [`start_with`](Self::start_with) with the given rewriters.
+    pub async fn start_hooked(
+        upstream: SocketAddr,
+        ca_file: Option<PathBuf>,
+        adjust: impl FnOnce(&mut Config),
+        rewriters: Arc<dyn RewriterFactory>,
+    ) -> TestProxy {
         init_test_logging();
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = test_config(dir.path());
@@ -55,7 +66,7 @@ impl TestProxy {
             },
             ca_file,
         };
-        let listener = Listener::bind(&config, upstream)
+        let listener = Listener::bind_with(&config, upstream, rewriters)
             .await
             .expect("proxy binds");
         let addr = listener.local_addr().expect("bound address");
