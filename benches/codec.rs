@@ -16,7 +16,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use tdsguard::tds::packet::{encode_message, PacketReader, PacketType};
+use tdsguard::tds::login7::Login7;
+use tdsguard::tds::packet::{
+    encode_message, Assembled, MessageAssembler, PacketReader, PacketType,
+};
+use tdsguard::tds::prelogin::PreLogin;
 use tdsguard::tds::reader::Reader;
 use tdsguard::tds::stream::{Item, RowMode, TokenReader};
 use tdsguard::tds::token::{
@@ -174,5 +178,55 @@ fn token_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, token_benches);
+/// Client side: PRELOGIN and LOGIN7 decode + byte-exact encode of the
+/// MS-TDS examples, and packet framing plus message assembly of a real
+/// multi-packet RPC capture fed in 1 KiB pieces.
+fn client_benches(c: &mut Criterion) {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/");
+    let read = |name: &str| std::fs::read(format!("{fixtures}{name}")).unwrap();
+    let prelogin = read("ms-tds-examples/ms-tds-4.1_prelogin_request.bin");
+    let login = read("ms-tds-examples/ms-tds-4.2_login7_request.bin");
+    let rpc_stream = read("wireshark-rpc/wireshark-wiki_ms-sql-tds-rpc-requests.stream5.node0.bin");
+
+    let mut group = c.benchmark_group("client_messages");
+    group.bench_function("prelogin_decode_encode", |b| {
+        b.iter(|| {
+            let p = PreLogin::decode(black_box(&prelogin[8..])).unwrap();
+            let mut out = BytesMut::new();
+            p.encode(&mut out).unwrap();
+            out
+        })
+    });
+    group.bench_function("login7_decode_encode", |b| {
+        b.iter(|| {
+            let l = Login7::decode(black_box(&login[8..])).unwrap();
+            let mut out = BytesMut::new();
+            l.encode(&mut out).unwrap();
+            out
+        })
+    });
+    group.throughput(Throughput::Bytes(rpc_stream.len() as u64));
+    group.bench_function("packets_and_messages", |b| {
+        b.iter(|| assemble(black_box(&rpc_stream)))
+    });
+    group.finish();
+}
+
+/// Splits `stream` into packets and messages; returns the payload bytes.
+fn assemble(stream: &[u8]) -> usize {
+    let mut reader = PacketReader::new();
+    let mut assembler = MessageAssembler::default();
+    let mut payload = 0;
+    for piece in stream.chunks(1024) {
+        reader.feed(piece);
+        while let Some(packet) = reader.next_packet().unwrap() {
+            if let Some(Assembled::Message(m)) = assembler.push(&packet).unwrap() {
+                payload += m.payload.len();
+            }
+        }
+    }
+    payload
+}
+
+criterion_group!(benches, token_benches, client_benches);
 criterion_main!(benches);

@@ -370,6 +370,8 @@ pub struct Dumper<'w, W: Write> {
     message_start: u64,
     /// TLS records carried inside PRELOGIN packets.
     wrapped_tls: RecordReader,
+    /// Whether a TLS handshake inside PRELOGIN packets has begun.
+    wrapped_started: bool,
     wrapped_map: OffsetMap,
     wrapped_consumed: u64,
     /// Handshake records of a not yet parsed ClientHello.
@@ -399,6 +401,7 @@ impl<'w, W: Write> Dumper<'w, W> {
             message_map: OffsetMap::default(),
             message_start: 0,
             wrapped_tls: RecordReader::new(),
+            wrapped_started: false,
             wrapped_map: OffsetMap::default(),
             wrapped_consumed: 0,
             hello: Some(Vec::new()),
@@ -620,7 +623,7 @@ impl<'w, W: Write> Dumper<'w, W> {
         if self.buf.len() < HEADER_LEN {
             return Ok(false);
         }
-        let header = match PacketHeader::decode(&self.buf[..HEADER_LEN]) {
+        let header = match PacketHeader::decode(&self.buf) {
             Ok(h) => h,
             Err(e) => {
                 self.fail(self.offset, FailureKind::Decode(e));
@@ -634,6 +637,16 @@ impl<'w, W: Write> Dumper<'w, W> {
         let at = self.offset;
         let raw = self.consume(len);
         self.summary.packets += 1;
+        if self.roundtrip {
+            let mut encoded = BytesMut::new();
+            header.encode(&mut encoded);
+            if let Some(diff) =
+                first_difference(raw.get(..HEADER_LEN).unwrap_or_default(), &encoded)
+            {
+                let what = "packet header";
+                self.fail(at + diff as u64, FailureKind::Mismatch { what });
+            }
+        }
         self.on_packet(at, header, raw)?;
         Ok(true)
     }
@@ -696,7 +709,11 @@ impl<'w, W: Write> Dumper<'w, W> {
     fn decode_message(&mut self, message: &Message, first: bool) -> Result<(), DumpError> {
         let payload = &message.payload;
         match message.packet_type {
-            PacketType::PreLogin if starts_like_tls(payload) => self.wrapped_records(payload),
+            // Once the handshake started, a record may continue across
+            // PRELOGIN messages, so later ones need not start with a header.
+            PacketType::PreLogin if self.wrapped_started || starts_like_tls(payload) => {
+                self.wrapped_records(payload)
+            }
             PacketType::PreLogin => self.prelogin(payload),
             PacketType::TabularResult if first && is_prelogin_payload(payload) => {
                 self.prelogin(payload)
@@ -773,6 +790,7 @@ impl<'w, W: Write> Dumper<'w, W> {
 
     /// TLS records inside PRELOGIN packets (TDS 7.x handshake).
     fn wrapped_records(&mut self, payload: &[u8]) -> Result<(), DumpError> {
+        self.wrapped_started = true;
         let segments: Vec<Segment> = self.message_map.segments.iter().copied().collect();
         for s in segments {
             self.wrapped_map.push(s.file_offset, s.len);
@@ -1267,6 +1285,23 @@ mod tests {
         assert!(!summary.success());
         assert_eq!(summary.understood_bytes, 0);
         assert!(text.contains("FAILED"), "{text}");
+    }
+
+    #[test]
+    fn tls_record_split_across_prelogin_messages() {
+        // One handshake record (ClientHello) cut into two PRELOGIN messages.
+        let hello = include_bytes!(
+            "../../fixtures/client-first-packets/pyodbc-msodbcsql18-encrypt-strict-prelogin.bin"
+        );
+        let mut stream = BytesMut::new();
+        for part in [&hello[..100], &hello[100..]] {
+            crate::tds::packet::encode_message(PacketType::PreLogin, 0, part, 4096, &mut stream)
+                .unwrap();
+        }
+        let (summary, text) = dump(&stream, true);
+        assert!(summary.success(), "{text}");
+        assert_eq!(summary.tls_records, 1);
+        assert!(text.contains("sni=127.0.0.1"), "{text}");
     }
 
     #[test]

@@ -238,6 +238,14 @@ impl AllHeaders {
 
     /// Appends the block with its TotalLength.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        if self.headers.len() > MAX_HEADERS {
+            return Err(EncodeError::TooLarge {
+                structure: STRUCTURE,
+                field: "header count",
+                length: self.headers.len(),
+                limit: MAX_HEADERS,
+            });
+        }
         let start = out.len();
         out.put_u32_le(0);
         for header in &self.headers {

@@ -16,6 +16,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 use zeroize::Zeroizing;
 
+use crate::tds::all_headers::{decode_utf16, encode_utf16};
 use crate::tds::packet::PacketType;
 use crate::tds::{DecodeError, EncodeError, Reader};
 
@@ -393,12 +394,7 @@ fn slice_at(payload: &[u8], offset: usize, len: usize) -> Result<&[u8], DecodeEr
 }
 
 fn utf16(bytes: &[u8]) -> Result<String, DecodeError> {
-    let units = bytes
-        .chunks_exact(2)
-        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));
-    char::decode_utf16(units)
-        .collect::<Result<String, _>>()
-        .map_err(|_| malformed("string is not valid UTF-16"))
+    decode_utf16(bytes, STRUCTURE)
 }
 
 fn string_field(payload: &[u8], at: usize) -> Result<String, DecodeError> {
@@ -457,6 +453,10 @@ fn sspi_field(payload: &[u8], modern: bool) -> Result<&[u8], DecodeError> {
 }
 
 /// The FeatureExt list when fExtension is set (2.2.6.4, ibExtension).
+///
+/// Without fExtension the ibExtension field is "ibUnused"; bytes it points
+/// at are reproduced only while the message is unmodified.
+/// TODO(tdsguard): keep them as a field if a client is found that sends any.
 fn feature_ext(login: &Login7, payload: &[u8]) -> Result<Option<Vec<Feature>>, DecodeError> {
     if login.option_flags3 & flags3::EXTENSION == 0 {
         return Ok(None);
@@ -518,9 +518,8 @@ impl VariableWriter {
     }
 
     fn put_str(&mut self, s: &str) -> Result<(), EncodeError> {
-        let units: Vec<u16> = s.encode_utf16().collect();
-        let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
-        self.put(&bytes, units.len())
+        let bytes = encode_utf16(s);
+        self.put(&bytes, bytes.len() / 2)
     }
 
     fn put_password(&mut self, s: &str) -> Result<(), EncodeError> {
@@ -635,6 +634,9 @@ fn extension_dword_position(login: &Login7, w: &VariableWriter) -> Option<usize>
 }
 
 fn encode_features(features: &[Feature], out: &mut BytesMut) -> Result<(), EncodeError> {
+    if features.len() > MAX_FEATURES {
+        return Err(too_large("feature count", features.len(), MAX_FEATURES));
+    }
     for feature in features {
         let len = u32::try_from(feature.data.len())
             .map_err(|_| too_large("feature data", feature.data.len(), u32::MAX as usize))?;

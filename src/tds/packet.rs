@@ -282,7 +282,7 @@ impl PacketReader {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
         }
-        let header = PacketHeader::decode(&self.buf[..HEADER_LEN])?;
+        let header = PacketHeader::decode(&self.buf)?;
 
         let length = usize::from(header.length);
         if self.buf.len() < length {

@@ -203,6 +203,15 @@ impl PreLogin {
             out.extend_from_slice(original);
             return Ok(());
         }
+        // Refuse what our own decoder would refuse.
+        if self.options.len() > MAX_OPTIONS {
+            return Err(EncodeError::TooLarge {
+                structure: STRUCTURE,
+                field: "option count",
+                length: self.options.len(),
+                limit: MAX_OPTIONS,
+            });
+        }
         let bytes = self.encode_canonical();
         if bytes.len() > MAX_PRELOGIN_LEN {
             return Err(EncodeError::TooLarge {
@@ -511,6 +520,21 @@ mod tests {
         assert!(PreLogin::decode(&[0x01, 0x00, 0x06, 0x00, 0x02, 0xFF, 0x00]).is_err());
         // Offset inside the table.
         assert!(PreLogin::decode(&[0x01, 0x00, 0x01, 0x00, 0x01, 0xFF, 0x00]).is_err());
+    }
+
+    #[test]
+    fn too_many_options_are_refused_on_encode() {
+        let mut p = PreLogin::new();
+        for token in 0..=MAX_OPTIONS as u8 {
+            p.set_option(token.wrapping_add(0x10), &[]);
+        }
+        assert!(p.encode(&mut BytesMut::new()).is_err());
+        p.remove_option(0x10);
+        let bytes = encode(&p);
+        assert_eq!(
+            PreLogin::decode(&bytes).unwrap().options().len(),
+            MAX_OPTIONS
+        );
     }
 
     #[test]
