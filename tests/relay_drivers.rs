@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio_util::compat::TokioAsyncWriteCompatExt;
 
+use common::external as python;
 use common::proxy::TestProxy;
-use common::python;
 use common::sandbox::{TestSandbox, PASSWORD};
 use common::tiberius_scenario::{self, Tiberius};
 

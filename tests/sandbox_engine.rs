@@ -991,3 +991,96 @@ fn temporal_and_guid_values() {
     let c = db.run("INSERT INTO ev (id, at) VALUES ('not-a-guid', SYSDATETIME())");
     assert_eq!(c.errors(), vec![8169]);
 }
+
+#[test]
+fn joins_grouping_and_expressions() {
+    let mut db = Db::new();
+    db.ok("CREATE TABLE [dbo].[Customers] (id int PRIMARY KEY, name varchar(20) NOT NULL, city nvarchar(20) NULL)");
+    db.ok("CREATE TABLE Orders (id int IDENTITY PRIMARY KEY, customer_id int NOT NULL, total decimal(8,2) NOT NULL)");
+    db.ok("CREATE INDEX ix_orders_customer ON Orders (customer_id)");
+    db.ok("INSERT INTO Customers VALUES (1, 'Ann', N'Oslo'), (2, 'Bob', NULL), (3, 'Cy', N'Rome')");
+    db.ok(
+        "INSERT INTO Orders (customer_id, total) VALUES (1, 10.50), (1, 4.25), (2, 7), (3, 1.10)",
+    );
+    let c = db.ok(
+        "SELECT c.name, COUNT(*) AS n, SUM(o.total) AS total, AVG(o.total) AS avg_total, \
+         ISNULL(c.city, N'?') AS city, c.name + '!' AS shout \
+         FROM dbo.Customers AS c JOIN tdsguard.dbo.Orders o ON o.customer_id = c.id \
+         WHERE c.name LIKE '%' AND c.id IN (1, 2) AND o.total BETWEEN 1 AND 100 \
+         GROUP BY c.name, c.city ORDER BY total DESC",
+    );
+    let (cols, rows) = &c.results()[0];
+    let types: Vec<SqlType> = cols.iter().map(|c| c.ty).collect();
+    assert_eq!(
+        types,
+        vec![
+            SqlType::VarChar(Len::N(20)),
+            SqlType::Int,
+            SqlType::Decimal {
+                precision: 38,
+                scale: 2
+            },
+            SqlType::Decimal {
+                precision: 38,
+                scale: 6
+            },
+            SqlType::NVarChar(Len::N(20)),
+            SqlType::VarChar(Len::N(21)),
+        ]
+    );
+    assert_eq!(
+        rows,
+        &vec![
+            vec![
+                s("Ann"),
+                Value::Int(2),
+                Value::Decimal {
+                    value: 1475,
+                    scale: 2
+                },
+                Value::Decimal {
+                    value: 7_375_000,
+                    scale: 6
+                },
+                s("Oslo"),
+                s("Ann!")
+            ],
+            vec![
+                s("Bob"),
+                Value::Int(1),
+                Value::Decimal {
+                    value: 700,
+                    scale: 2
+                },
+                Value::Decimal {
+                    value: 7_000_000,
+                    scale: 6
+                },
+                s("?"),
+                s("Bob!")
+            ],
+        ]
+    );
+    let c = db.ok("SELECT TOP 2 [id] FROM Orders WHERE total > (SELECT MIN(total) FROM Orders) ORDER BY total");
+    assert_eq!(
+        c.results()[0].1,
+        vec![vec![Value::Int(2)], vec![Value::Int(3)]]
+    );
+    let c = db.ok("UPDATE Orders SET total = total * 2 WHERE customer_id = 1; DELETE FROM Orders WHERE total < 5; SELECT SUM(total), COUNT(*) FROM Orders");
+    assert_eq!(c.dones()[0].row_count, Some(2));
+    assert_eq!(c.dones()[1].row_count, Some(1));
+    assert_eq!(
+        c.results()[0].1[0],
+        vec![
+            Value::Decimal {
+                value: 3650,
+                scale: 2
+            },
+            Value::Int(3)
+        ]
+    );
+    db.ok("ALTER TABLE Customers ADD email nvarchar(100) NULL");
+    let c = db.ok("SELECT email FROM Customers WHERE id = 1");
+    assert_eq!(c.results()[0].0[0].ty, SqlType::NVarChar(Len::N(100)));
+    assert_eq!(c.scalar(), Value::Null);
+}

@@ -118,7 +118,10 @@ fn answered_encryption(choice: EncryptionChoice) -> Encryption {
     match choice {
         EncryptionChoice::LoginOnly => Encryption::Off,
         EncryptionChoice::Full => Encryption::On,
-        EncryptionChoice::Plaintext | EncryptionChoice::Refused => Encryption::NotSupported,
+        EncryptionChoice::Plaintext => Encryption::NotSupported,
+        // As Azure SQL: "encryption required"; the client gives up with
+        // its own error and the server closes.
+        EncryptionChoice::Refused => Encryption::Required,
     }
 }
 
@@ -207,6 +210,8 @@ pub fn negotiated_packet_size(requested: u32) -> usize {
 /// Everything the login response states about the new session.
 #[derive(Debug, Clone)]
 pub struct SessionStart {
+    /// The login name, for messages.
+    pub username: String,
     pub database: String,
     pub tds_version: TdsVersion,
     pub packet_size: usize,
@@ -226,6 +231,7 @@ impl SessionStart {
             login.database.clone()
         };
         SessionStart {
+            username: login.username.clone(),
             database,
             tds_version: negotiated_version(login.tds_version),
             packet_size: negotiated_packet_size(login.packet_size),
@@ -429,6 +435,7 @@ mod tests {
 
     fn sample_session() -> SessionStart {
         SessionStart {
+            username: "sa".to_owned(),
             database: "master".to_owned(),
             tds_version: TdsVersion::V7_4,
             packet_size: 4096,

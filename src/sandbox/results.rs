@@ -38,14 +38,18 @@ use crate::tds::types::value::{encode_value, SqlValue};
 use crate::tds::types::{Collation, DecimalType, FixedType, NullableType, TypeInfo, VarLenType};
 use crate::tds::{EncodeError, Reader};
 
-/// Packet payloads buffered between the engine thread and the socket. Small:
+/// Chunks buffered between the engine thread and the socket. Small:
 /// back-pressure should reach the engine quickly when the client reads slowly.
-pub const OUTGOING_QUEUE: usize = 16;
+pub const OUTGOING_QUEUE: usize = 4;
+
+/// Packets handed over per chunk: fewer thread wake-ups than one hand-over
+/// per packet, and still only 32 KiB at the default packet size.
+const PACKETS_PER_CHUNK: usize = 8;
 
 /// A piece of a response on its way to the connection task.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// Exactly one full packet payload; more follows.
+    /// Whole packet payloads (a multiple of the payload size); more follows.
     Payload(Bytes),
     /// The rest of the response (possibly empty); the packet carrying it
     /// ends the message.
@@ -63,6 +67,9 @@ pub enum WriteStop {
     Disconnected,
     #[error("a token could not be encoded")]
     Encode(#[from] EncodeError),
+    /// The result cannot be sent in the client's TDS version.
+    #[error("the result is not supported at the client's tds version")]
+    Unsupported,
 }
 
 /// Encodes tokens of one response and streams them out as packet payloads.
@@ -140,30 +147,22 @@ impl TokenWriter {
     }
 
     fn send_full_payloads(&mut self) -> Result<(), WriteStop> {
-        if self.buf.len() < self.payload_len {
+        if self.buf.len() < self.payload_len * PACKETS_PER_CHUNK {
             return Ok(());
         }
-        let mut rest = std::mem::take(&mut self.buf);
-        let mut start = 0;
-        while rest.len() - start >= self.payload_len {
-            let end = start + self.payload_len;
-            let payload = Bytes::copy_from_slice(&rest[start..end]);
-            self.tx
-                .blocking_send(Outgoing::Payload(payload))
-                .map_err(|_| WriteStop::Disconnected)?;
-            start = end;
-        }
-        rest.drain(..start);
-        self.buf = rest;
-        Ok(())
+        let whole = self.buf.len() - self.buf.len() % self.payload_len;
+        let chunk = Bytes::copy_from_slice(&self.buf[..whole]);
+        self.buf.drain(..whole);
+        self.tx
+            .blocking_send(Outgoing::Payload(chunk))
+            .map_err(|_| WriteStop::Disconnected)
     }
 
-    /// Ends the response. After a cancel, what is buffered is dropped: the
-    /// connection task closes the response with DONE(ATTN).
+    /// Ends the response with what is buffered. The buffer holds whole
+    /// tokens only (packets already sent may end inside a token), so after a
+    /// cancel it still goes out: the connection task then closes the
+    /// response with DONE(ATTN) on a token boundary.
     pub fn finish(mut self) -> Result<(), WriteStop> {
-        if self.is_cancelled() {
-            self.buf.clear();
-        }
         let last = Bytes::from(std::mem::take(&mut self.buf));
         self.tx
             .blocking_send(Outgoing::Last(last))
@@ -545,8 +544,72 @@ struct RpcTail {
 
 /// One result column as the sink encodes it.
 struct Column {
+    /// The type on the wire (see [`client_type`]).
     ty: SqlType,
     type_info: TypeInfo,
+    /// The values are date/time values the client gets as text.
+    as_text: bool,
+    /// The engine's type of the column.
+    source: SqlType,
+}
+
+/// The type a column travels as for a client of `version`. TDS 7.2 and
+/// earlier have no date, time, datetime2 or datetimeoffset types (2.2.5.4.2,
+/// "TDS 7.3"); SQL Server sends them to such clients as nvarchar text.
+pub fn client_type(ty: &SqlType, version: TdsVersion) -> SqlType {
+    if has_date_types(version) {
+        return *ty;
+    }
+    let fraction = |scale: u8| if scale == 0 { 0 } else { 1 + u32::from(scale) };
+    match *ty {
+        SqlType::Date => SqlType::NVarChar(Len::N(10)),
+        SqlType::Time(s) => SqlType::NVarChar(Len::N(8 + fraction(s))),
+        SqlType::DateTime2(s) => SqlType::NVarChar(Len::N(19 + fraction(s))),
+        SqlType::DateTimeOffset(s) => SqlType::NVarChar(Len::N(26 + fraction(s))),
+        other => other,
+    }
+}
+
+fn has_date_types(version: TdsVersion) -> bool {
+    version == TdsVersion::V8_0 || version.0 >= TdsVersion::V7_3A.0
+}
+
+/// A date/time value as the text SQL Server converts it to
+/// (`YYYY-MM-DD hh:mm:ss.fffffff +hh:mm`, fraction digits per scale).
+fn temporal_text(ty: &SqlType, v: &Value) -> Option<String> {
+    let date = |d: &crate::sandbox::engine::types::Date| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+    };
+    let time = |t: &Time, scale: u8| {
+        let mut text = format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second);
+        if scale > 0 {
+            let digits = format!("{:09}", t.nanos);
+            text.push('.');
+            text.push_str(&digits[..usize::from(scale.min(7))]);
+        }
+        text
+    };
+    Some(match (ty, v) {
+        (_, Value::Null) => return None,
+        (SqlType::Date, Value::Date(d)) => date(d),
+        (SqlType::Time(s), Value::Time(t)) => time(t, *s),
+        (SqlType::DateTime2(s), Value::DateTime2(dt)) => {
+            format!("{} {}", date(&dt.date), time(&dt.time, *s))
+        }
+        (
+            SqlType::DateTimeOffset(s),
+            Value::DateTimeOffset {
+                datetime,
+                offset_minutes,
+            },
+        ) => {
+            let sign = if *offset_minutes < 0 { '-' } else { '+' };
+            let off = offset_minutes.unsigned_abs();
+            let local = format!("{} {}", date(&datetime.date), time(&datetime.time, *s));
+            format!("{local} {sign}{:02}:{:02}", off / 60, off % 60)
+        }
+        _ => return None,
+    })
 }
 
 /// The engine's [`ResultSink`], writing tokens through a [`TokenWriter`].
@@ -694,8 +757,10 @@ impl TdsSink {
     fn start_result_set(&mut self, columns: &[ColumnDesc]) -> Result<Token, EncodeError> {
         self.columns.clear();
         let mut data = Vec::with_capacity(columns.len());
+        let version = self.out.context().tds_version;
         for column in columns {
-            let type_info = type_info(&column.ty, column.nullable || column_is_outer(column));
+            let ty = client_type(&column.ty, version);
+            let type_info = type_info(&ty, column.nullable || column_is_outer(column));
             data.push(ColumnData {
                 user_type: 0,
                 flags: column_flags(column),
@@ -705,8 +770,10 @@ impl TdsSink {
                 name: UcsString::from(column.name.as_str()),
             });
             self.columns.push(Column {
-                ty: column.ty,
+                ty,
                 type_info,
+                as_text: ty != column.ty,
+                source: column.ty,
             });
         }
         let meta = ColMetadata {
@@ -749,6 +816,17 @@ impl TdsSink {
             if nbc && matches!(value, Value::Null) {
                 continue;
             }
+            let text;
+            let value = match column.as_text {
+                true => match temporal_text(&column.source, value) {
+                    Some(t) => {
+                        text = Value::String(t);
+                        &text
+                    }
+                    None => value,
+                },
+                false => value,
+            };
             let typed = sql_value(&column.ty, value).ok_or(EncodeError::Inconsistent {
                 structure: "ROW",
                 reason: "engine value does not fit the column type",
@@ -791,6 +869,15 @@ impl TdsSink {
 
 /// Our message number for a value the sandbox could not encode.
 const ENCODE_FAILED: u32 = 40702;
+/// Our message number for a result the client's TDS version cannot carry.
+const UNSUPPORTED_FOR_CLIENT: u32 = 40701;
+
+fn is_max(column: &ColumnDesc) -> bool {
+    matches!(
+        column.ty,
+        SqlType::VarChar(Len::Max) | SqlType::NVarChar(Len::Max) | SqlType::VarBinary(Len::Max)
+    )
+}
 
 /// A NOT NULL column can still come out NULL through an outer join the
 /// engine did not see; only columns of base tables keep the fixed types.
@@ -821,6 +908,14 @@ fn transaction_change(env_type: u8, descriptor: u64, begin: bool) -> Token {
 
 impl ResultSink for TdsSink {
     fn columns(&mut self, columns: &[ColumnDesc]) {
+        if !self.out.context().tds_version.is_7_2_or_later() && columns.iter().any(is_max) {
+            // TODO(tdsguard): send (max) columns as TEXT/NTEXT/IMAGE, as SQL
+            // Server does for TDS 7.1 clients.
+            let text = "The sandbox does not send (max) columns to TDS 7.1 clients.";
+            self.sql_error(UNSUPPORTED_FOR_CLIENT, 1, 16, text, 1);
+            self.stopped = Some(WriteStop::Unsupported);
+            return;
+        }
         match self.start_result_set(columns) {
             Ok(token) => {
                 self.write(&token);
@@ -994,21 +1089,21 @@ mod tests {
     fn payloads_are_cut_at_the_packet_size() {
         let (mut w, mut rx, _) = writer(512);
         let info = login::info(5701, 2, &"x".repeat(300));
-        for _ in 0..5 {
+        for _ in 0..50 {
             w.token(&info).expect("writes");
         }
         w.finish().expect("finishes");
         let (full, last) = drain(&mut rx);
-        assert!(full.iter().all(|p| p.len() == 504));
+        assert!(full.iter().all(|p| p.len() % 504 == 0 && !p.is_empty()));
         let total: usize = full.iter().map(Bytes::len).sum::<usize>() + last.map_or(0, |l| l.len());
         let mut one = Vec::new();
         info.encode(&TokenContext::default(), &mut one)
             .expect("encodes");
-        assert_eq!(total, one.len() * 5);
+        assert_eq!(total, one.len() * 50);
     }
 
     #[test]
-    fn cancel_stops_writing_and_drops_the_buffer() {
+    fn cancel_stops_writing_but_keeps_whole_tokens() {
         let (mut w, mut rx, cancel) = writer(4096);
         w.done(DoneKind::Done, DoneStatus::MORE, 0, 0)
             .expect("writes");
@@ -1020,6 +1115,181 @@ mod tests {
         w.finish().expect("finishes");
         let (full, last) = drain(&mut rx);
         assert!(full.is_empty());
-        assert_eq!(last.expect("last").len(), 0);
+        assert_eq!(
+            last.expect("last").len(),
+            13,
+            "the DONE written before the cancel"
+        );
+    }
+
+    fn ti_bytes(ty: SqlType, nullable: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        type_info(&ty, nullable).encode(&mut out).expect("encodes");
+        out
+    }
+
+    #[test]
+    fn type_info_per_declared_type() {
+        let coll = [0x09, 0x04, 0xD0, 0x00, 0x34];
+        let cases: Vec<(SqlType, bool, Vec<u8>)> = vec![
+            (SqlType::Int, true, vec![0x26, 4]),
+            (SqlType::Int, false, vec![0x38]),
+            (SqlType::BigInt, true, vec![0x26, 8]),
+            (SqlType::TinyInt, false, vec![0x30]),
+            (SqlType::Bit, true, vec![0x68, 1]),
+            (SqlType::Money, true, vec![0x6E, 8]),
+            (SqlType::SmallMoney, false, vec![0x7A]),
+            (SqlType::Float { mantissa_bits: 53 }, true, vec![0x6D, 8]),
+            (SqlType::Real, true, vec![0x6D, 4]),
+            (SqlType::DateTime, true, vec![0x6F, 8]),
+            (
+                SqlType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                true,
+                vec![0x6A, 9, 10, 2],
+            ),
+            (
+                SqlType::Numeric {
+                    precision: 38,
+                    scale: 0,
+                },
+                false,
+                vec![0x6C, 17, 38, 0],
+            ),
+            (SqlType::Date, true, vec![0x28]),
+            (SqlType::Time(3), true, vec![0x29, 3]),
+            (SqlType::DateTime2(7), true, vec![0x2A, 7]),
+            (SqlType::DateTimeOffset(0), true, vec![0x2B, 0]),
+            (SqlType::UniqueIdentifier, false, vec![0x24, 16]),
+            (SqlType::VarBinary(Len::Max), true, vec![0xA5, 0xFF, 0xFF]),
+            (SqlType::Binary(16), true, vec![0xAD, 16, 0]),
+            (
+                SqlType::NVarChar(Len::N(50)),
+                true,
+                [&[0xE7, 100, 0][..], &coll].concat(),
+            ),
+            (
+                SqlType::NVarChar(Len::Max),
+                true,
+                [&[0xE7, 0xFF, 0xFF][..], &coll].concat(),
+            ),
+            (
+                SqlType::Char(11),
+                true,
+                [&[0xAF, 11, 0][..], &coll].concat(),
+            ),
+            (
+                SqlType::NChar(10),
+                true,
+                [&[0xEF, 20, 0][..], &coll].concat(),
+            ),
+        ];
+        for (ty, nullable, want) in cases {
+            assert_eq!(ti_bytes(ty, nullable), want, "{ty:?} nullable={nullable}");
+        }
+    }
+
+    fn encoded(ty: SqlType, v: Value) -> Vec<u8> {
+        let typed = sql_value(&ty, &v).expect("converts");
+        let mut out = Vec::new();
+        encode_value(&type_info(&ty, true), &typed, &mut out).expect("encodes");
+        out
+    }
+
+    #[test]
+    fn values_take_the_column_type() {
+        assert_eq!(encoded(SqlType::Int, Value::Int(7)), [4, 7, 0, 0, 0]);
+        assert_eq!(encoded(SqlType::Int, Value::Null), [0]);
+        // 12345678.90 at scale 2, positive, 9-byte DECIMALN.
+        let want = [9, 1, 0xD2, 0x02, 0x96, 0x49, 0, 0, 0, 0];
+        let v = Value::Decimal {
+            value: 123_456_789,
+            scale: 1,
+        };
+        assert_eq!(
+            encoded(
+                SqlType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                v
+            ),
+            want
+        );
+        assert_eq!(encoded(SqlType::Bit, Value::Int(1)), [1, 1]);
+        assert_eq!(
+            encoded(SqlType::Char(2), Value::String("é".into())),
+            [1, 0, 0xE9]
+        );
+        assert_eq!(
+            encoded(SqlType::NVarChar(Len::N(5)), Value::String("Zoë".into())),
+            [6, 0, 0x5A, 0, 0x6F, 0, 0xEB, 0]
+        );
+        let d = Value::Date(crate::sandbox::engine::types::Date {
+            year: 1,
+            month: 1,
+            day: 2,
+        });
+        assert_eq!(encoded(SqlType::Date, d), [3, 1, 0, 0]);
+    }
+
+    #[test]
+    fn guids_go_out_in_wire_order_and_mismatches_are_refused() {
+        let rfc = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 8, 9, 10, 11, 12, 13, 14, 15,
+        ];
+        let out = encoded(SqlType::UniqueIdentifier, Value::Guid(rfc));
+        assert_eq!(
+            &out[..9],
+            [16, 0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66]
+        );
+        assert!(sql_value(&SqlType::Int, &Value::String("x".into())).is_none());
+        assert!(sql_value(&SqlType::TinyInt, &Value::Int(300)).is_none());
+    }
+
+    #[test]
+    fn date_types_are_text_for_clients_before_7_3() {
+        use crate::sandbox::engine::types::{Date, DateTime};
+        let v71 = TdsVersion::V7_1;
+        assert_eq!(
+            client_type(&SqlType::Date, v71),
+            SqlType::NVarChar(Len::N(10))
+        );
+        assert_eq!(
+            client_type(&SqlType::DateTime2(7), v71),
+            SqlType::NVarChar(Len::N(27))
+        );
+        assert_eq!(client_type(&SqlType::Date, TdsVersion::V7_4), SqlType::Date);
+        let dt = DateTime {
+            date: Date {
+                year: 2024,
+                month: 1,
+                day: 2,
+            },
+            time: Time {
+                hour: 3,
+                minute: 4,
+                second: 5,
+                nanos: 123_456_700,
+            },
+        };
+        let v = Value::DateTimeOffset {
+            datetime: dt,
+            offset_minutes: -90,
+        };
+        let text = temporal_text(&SqlType::DateTimeOffset(3), &v);
+        assert_eq!(text.as_deref(), Some("2024-01-02 03:04:05.123 -01:30"));
+        let text = temporal_text(&SqlType::DateTime2(0), &Value::DateTime2(dt));
+        assert_eq!(text.as_deref(), Some("2024-01-02 03:04:05"));
+    }
+
+    #[test]
+    fn rescale_rounds_half_away_from_zero() {
+        assert_eq!(rescale(125, 2, 1), 13);
+        assert_eq!(rescale(-125, 2, 1), -13);
+        assert_eq!(rescale(124, 2, 1), 12);
+        assert_eq!(rescale(5, 0, 2), 500);
     }
 }

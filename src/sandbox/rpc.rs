@@ -183,8 +183,21 @@ impl RequestJob {
         match self.message.packet_type {
             PacketType::SqlBatch => self.batch(&payload),
             PacketType::Rpc => self.rpc(&payload),
-            _ => self.unsupported("this message type"),
+            PacketType::TransactionManager => self.transaction(&payload),
+            other => self.unsupported(&format!("{} messages", other.name())),
         }
+    }
+
+    /// A transaction manager request runs as the matching T-SQL statement,
+    /// which answers with the same ENVCHANGE (types 8-10) and DONE.
+    fn transaction(&mut self, payload: &[u8]) {
+        let sql = match transaction::decode(payload) {
+            Ok(Some(sql)) => sql,
+            Ok(None) => return self.unsupported("distributed transactions"),
+            Err(_) => return self.unsupported("a malformed transaction manager request"),
+        };
+        let (engine, session) = (&self.engine, &mut self.session);
+        engine.execute_batch(session, sql, &[], &mut self.sink);
     }
 
     /// RESETCONNECTION: a fresh engine session in the login's database (a
@@ -524,6 +537,60 @@ fn guid_rfc_order(g: &[u8; 16]) -> [u8; 16] {
     r
 }
 
+/// Transaction manager requests (2.2.6.9): begin, commit and rollback of a
+/// local transaction. DTC requests are refused.
+/// TODO(tdsguard): the request layout belongs in the codec; the isolation
+/// level of TM_BEGIN_XACT is ignored.
+mod transaction {
+    use crate::tds::all_headers::AllHeaders;
+    use crate::tds::{DecodeError, Reader};
+
+    const TM_BEGIN_XACT: u16 = 5;
+    const TM_COMMIT_XACT: u16 = 7;
+    const TM_ROLLBACK_XACT: u16 = 8;
+    /// fBeginXact in the commit and rollback payloads.
+    const BEGIN_XACT: u8 = 0x01;
+
+    /// The statement a request stands for; `None` for DTC requests.
+    pub fn decode(payload: &[u8]) -> Result<Option<&'static str>, DecodeError> {
+        let mut r = Reader::new(payload, "transaction manager request");
+        if AllHeaders::is_present(payload) {
+            AllHeaders::decode(&mut r)?;
+        }
+        let sql = match r.u16_le()? {
+            TM_BEGIN_XACT => "BEGIN TRANSACTION",
+            TM_COMMIT_XACT => pick(
+                &mut r,
+                "COMMIT TRANSACTION",
+                "COMMIT TRANSACTION; BEGIN TRANSACTION",
+            )?,
+            TM_ROLLBACK_XACT => pick(
+                &mut r,
+                "ROLLBACK TRANSACTION",
+                "ROLLBACK TRANSACTION; BEGIN TRANSACTION",
+            )?,
+            _ => return Ok(None),
+        };
+        Ok(Some(sql))
+    }
+
+    /// Skips the transaction name and reads fBeginXact.
+    fn pick(
+        r: &mut Reader<'_>,
+        plain: &'static str,
+        and_begin: &'static str,
+    ) -> Result<&'static str, DecodeError> {
+        let name_chars = usize::from(r.u8()?);
+        r.skip(name_chars * 2)?;
+        let flags = if r.is_empty() { 0 } else { r.u8()? };
+        Ok(if flags & BEGIN_XACT != 0 {
+            and_begin
+        } else {
+            plain
+        })
+    }
+}
+
 /// The result sets of sp_describe_first_result_set and
 /// sp_describe_undeclared_parameters, with the column names and types their
 /// Transact-SQL reference pages list.
@@ -762,5 +829,97 @@ mod describe {
         row.push(Value::Int(tds_type));
         row.push(Value::Int(tds_length));
         row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tds::types::Collation;
+
+    #[test]
+    fn declared_types_from_type_info() {
+        let coll = Some(Collation::default());
+        let nvarchar = |max_len| TypeInfo::VarLen {
+            ty: VarLenType::NVarChar,
+            max_len,
+            collation: coll,
+        };
+        assert_eq!(
+            declared_type(&nvarchar(8000)),
+            Some(SqlType::NVarChar(Len::N(4000)))
+        );
+        assert_eq!(
+            declared_type(&nvarchar(0xFFFF)),
+            Some(SqlType::NVarChar(Len::Max))
+        );
+        let intn = TypeInfo::Nullable {
+            ty: NullableType::IntN,
+            len: 8,
+        };
+        assert_eq!(declared_type(&intn), Some(SqlType::BigInt));
+        let dec = TypeInfo::Decimal {
+            ty: DecimalType::DecimalN,
+            len: 9,
+            precision: 10,
+            scale: 2,
+        };
+        assert_eq!(
+            declared_type(&dec),
+            Some(SqlType::Decimal {
+                precision: 10,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            declared_type(&TypeInfo::Fixed(FixedType::Null)),
+            Some(SqlType::Int)
+        );
+        assert_eq!(declared_type(&TypeInfo::Xml { schema: None }), None);
+    }
+
+    #[test]
+    fn values_from_parameters() {
+        assert_eq!(engine_value(&SqlValue::Int(5)), Some(Value::Int(5)));
+        assert_eq!(
+            engine_value(&SqlValue::Money(12_345)),
+            Some(Value::Decimal {
+                value: 12_345,
+                scale: 4
+            })
+        );
+        assert_eq!(
+            engine_value(&SqlValue::NVarChar("Nguyễn".into())),
+            Some(Value::String("Nguyễn".into()))
+        );
+        let wire = [
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 8, 9, 10, 11, 12, 13, 14, 15,
+        ];
+        let Some(Value::Guid(rfc)) = engine_value(&SqlValue::Guid(wire)) else {
+            panic!("not a GUID");
+        };
+        assert_eq!(&rfc[..8], [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        assert_eq!(engine_value(&SqlValue::Raw(vec![1])), None);
+    }
+
+    fn tm_payload(request: u16, rest: &[u8]) -> Vec<u8> {
+        let mut p = request.to_le_bytes().to_vec();
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn transaction_manager_requests_map_to_statements() {
+        let begin = tm_payload(5, &[0x00, 0x00]);
+        assert_eq!(transaction::decode(&begin), Ok(Some("BEGIN TRANSACTION")));
+        let commit = tm_payload(7, &[0x00, 0x00]);
+        assert_eq!(transaction::decode(&commit), Ok(Some("COMMIT TRANSACTION")));
+        let rollback_and_begin = tm_payload(8, &[0x00, 0x01, 0x00, 0x00]);
+        assert_eq!(
+            transaction::decode(&rollback_and_begin),
+            Ok(Some("ROLLBACK TRANSACTION; BEGIN TRANSACTION"))
+        );
+        assert_eq!(transaction::decode(&tm_payload(0, &[])), Ok(None));
+        assert!(transaction::decode(&[0x07]).is_err());
     }
 }

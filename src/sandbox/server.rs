@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use rusqlite::InterruptHandle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -70,6 +71,9 @@ pub enum SandboxError {
     /// The client broke the protocol's order of messages.
     #[error("client protocol violation: {0}")]
     Protocol(&'static str),
+    /// A message type the sandbox does not serve after login.
+    #[error("client sent an unsupported {0} message")]
+    UnexpectedMessage(&'static str),
     #[error("the engine thread failed")]
     EngineThread(#[from] tokio::task::JoinError),
     #[error("the engine could not open its data file")]
@@ -448,37 +452,51 @@ impl Connection {
         io: &mut MessageIo<SessionStream>,
         encrypted: bool,
     ) -> Result<Option<Session>, SandboxError> {
-        let options = &self.shared.options;
-        let mut start = SessionStart::from_login(login7, &options.database);
-        if encrypted {
-            start.packet_size = start.packet_size.min(tls::MAX_ENCRYPTED_PACKET_SIZE);
-        }
+        let start = self.session_start(login7, encrypted);
         let mut ctx = TokenContext {
             tds_version: start.tds_version,
             ..TokenContext::default()
         };
+        let (tokens, session) = self.answer_login(login7, start, encrypted).await?;
+        self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
+            .await?;
+        Ok(session)
+    }
 
+    /// Database, version and packet size of a new session.
+    fn session_start(&self, login7: &Login7, encrypted: bool) -> SessionStart {
+        let mut start = SessionStart::from_login(login7, &self.shared.options.database);
+        // "The maximum network packet size for encrypted connections is
+        // 16,383 bytes" (SQL Server, "network packet size" option).
+        if encrypted {
+            start.packet_size = start.packet_size.min(tls::MAX_ENCRYPTED_PACKET_SIZE);
+        }
+        start
+    }
+
+    /// The login response, and the session when the client may stay.
+    async fn answer_login(
+        &self,
+        login7: &Login7,
+        mut start: SessionStart,
+        encrypted: bool,
+    ) -> Result<(Vec<Token>, Option<Session>), SandboxError> {
+        let options = &self.shared.options;
         if let Err(refusal) = login::authenticate(login7, &options.users) {
             debug!(reason = %refusal, tds.version = login7.version_name(), "login refused");
-            let tokens = login::failure_tokens(&login7.username);
-            self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-                .await?;
-            return Ok(None);
+            return Ok((login::failure_tokens(&login7.username), None));
         }
-        let state = match self.open_session(&start, ctx.clone()).await? {
+        let ctx = TokenContext {
+            tds_version: start.tds_version,
+            ..TokenContext::default()
+        };
+        let state = match self.open_session(&start, ctx).await? {
             Ok(state) => state,
-            Err(tokens) => {
-                self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-                    .await?;
-                return Ok(None);
-            }
+            Err(tokens) => return Ok((tokens, None)),
         };
         start.database = state.database();
         if let Some(route) = &options.routing {
-            let tokens = login::routing_tokens(&start, &route.host, route.port);
-            self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-                .await?;
-            return Ok(None);
+            return Ok((login::routing_tokens(&start, &route.host, route.port), None));
         }
         debug!(
             tds.version = login7.version_name(),
@@ -486,13 +504,12 @@ impl Connection {
             "logged in"
         );
         let tokens = login::success_tokens(&start);
-        self.write_tokens(io, &tokens, &mut ctx, DEFAULT_PACKET_SIZE)
-            .await?;
-        Ok(Some(Session {
+        let session = Session {
             start,
             encrypted,
             state,
-        }))
+        };
+        Ok((tokens, Some(session)))
     }
 
     /// The engine session of a login, or the tokens refusing the login.
@@ -508,10 +525,10 @@ impl Connection {
                 .await?;
         Ok(opened.map_err(|err| {
             let number = u32::try_from(err.number).unwrap_or(0);
-            vec![
-                login::error_token(number, 1, 11, &err.message),
-                login::done(DoneStatus(DoneStatus::ERROR)),
-            ]
+            // SQL Server: the reason (4060, class 11), then 18456.
+            let mut tokens = vec![login::error_token(number, 1, 11, &err.message)];
+            tokens.extend(login::failure_tokens(&start.username));
+            tokens
         }))
     }
 
@@ -535,17 +552,21 @@ impl Connection {
         let (read, write) = tokio::io::split(stream);
         let mut input = MessageIo::new(read, MAX_REQUEST_LEN);
         let mut output = PacketOut::new(write, session.start.packet_size, self.spid);
+        output.coalesce = !session.encrypted;
         let mut state = session.state;
         debug!(encrypted = session.encrypted, "serving requests");
 
         while let Some(message) = input.next_message().await? {
             match message.packet_type {
-                PacketType::SqlBatch | PacketType::Rpc => {
+                PacketType::SqlBatch
+                | PacketType::Rpc
+                | PacketType::TransactionManager
+                | PacketType::BulkLoad => {
                     self.run_request(message, &mut state, &mut input, &mut output)
                         .await?;
                 }
                 PacketType::Attention => output.attention_ack(&state.token_context()).await?,
-                _ => return Err(SandboxError::Protocol("unexpected message after login")),
+                other => return Err(SandboxError::UnexpectedMessage(other.name())),
             }
         }
         Ok(())
@@ -560,61 +581,83 @@ impl Connection {
         input: &mut MessageIo<ReadHalf<SessionStream>>,
         output: &mut PacketOut<WriteHalf<SessionStream>>,
     ) -> Result<(), SandboxError> {
-        let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
-        let cancel = Arc::new(AtomicBool::new(false));
-        let writer = TokenWriter::new(
-            state.token_context(),
-            output.packet_size,
-            tx,
-            Arc::clone(&cancel),
-        );
-        let interrupt = state.interrupt_handle();
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let cancel = Cancel {
+            flag: Arc::new(AtomicBool::new(false)),
+            interrupt: state.interrupt_handle(),
+        };
+        let ctx = state.token_context();
+        let writer = TokenWriter::new(ctx.clone(), output.packet_size, tx, cancel.flag());
         let job = state
             .start_request(message, writer)
             .ok_or(SandboxError::Protocol("request while the session is busy"))?;
         let engine = tokio::task::spawn_blocking(job);
 
+        let streamed = self.stream_response(rx, input, output, &cancel, &ctx).await;
+        let finished = engine.await?;
+        state.request_done(finished);
+        streamed
+    }
+
+    /// Writes the response as the engine produces it; an attention from the
+    /// client cancels the request and ends the response with DONE(ATTN).
+    async fn stream_response(
+        &self,
+        mut rx: mpsc::Receiver<Outgoing>,
+        input: &mut MessageIo<ReadHalf<SessionStream>>,
+        output: &mut PacketOut<WriteHalf<SessionStream>>,
+        cancel: &Cancel,
+        ctx: &TokenContext,
+    ) -> Result<(), SandboxError> {
         let mut attention = false;
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
-                    Some(Outgoing::Payload(p)) => output.packet(&p, false).await?,
-                    Some(Outgoing::Last(p)) => {
-                        output.finish(p, attention, &state.token_context()).await?;
-                        break;
-                    }
-                    None => break,
+                    Some(Outgoing::Payload(p)) => output.packets(&p).await?,
+                    Some(Outgoing::Last(p)) => return output.finish(p, attention, ctx).await,
+                    None => return Ok(()),
                 },
                 incoming = input.next_message(), if !attention => {
-                    attention = self.on_message_during_request(incoming?, &cancel)?;
-                    if let Some(handle) = interrupt.as_ref().filter(|_| attention) {
-                        handle.interrupt();
-                    }
+                    expect_attention(incoming?)?;
+                    attention = true;
+                    cancel.fire();
                 }
             }
         }
-        let finished = engine.await?;
-        state.request_done(finished);
-        Ok(())
+    }
+}
+
+/// A message that arrived while a request ran: only an attention is legal
+/// without MARS.
+fn expect_attention(incoming: Option<Message>) -> Result<(), SandboxError> {
+    match incoming {
+        Some(m) if m.packet_type == PacketType::Attention => {
+            debug!("attention");
+            Ok(())
+        }
+        Some(_) => Err(SandboxError::Protocol(
+            "request while another runs (no MARS)",
+        )),
+        None => Err(SandboxError::Protocol("client left during a request")),
+    }
+}
+
+/// How an attention stops a running request: the flag the token writer
+/// checks, and an interrupt of the running SQLite statement.
+struct Cancel {
+    flag: Arc<AtomicBool>,
+    interrupt: Option<InterruptHandle>,
+}
+
+impl Cancel {
+    fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.flag)
     }
 
-    /// A message that arrived while a request ran: only an attention is
-    /// legal without MARS.
-    fn on_message_during_request(
-        &self,
-        incoming: Option<Message>,
-        cancel: &AtomicBool,
-    ) -> Result<bool, SandboxError> {
-        match incoming {
-            Some(m) if m.packet_type == PacketType::Attention => {
-                debug!("attention");
-                cancel.store(true, Ordering::Relaxed);
-                Ok(true)
-            }
-            Some(_) => Err(SandboxError::Protocol(
-                "request while another runs (no MARS)",
-            )),
-            None => Err(SandboxError::Protocol("client left during a request")),
+    fn fire(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        if let Some(handle) = &self.interrupt {
+            handle.interrupt();
         }
     }
 }
@@ -644,7 +687,13 @@ impl<S: AsyncRead + Unpin> MessageIo<S> {
             if let Some(message) = self.buffered_message()? {
                 return Ok(Some(message));
             }
-            let n = self.stream.read(&mut self.chunk).await?;
+            let n = match self.stream.read(&mut self.chunk).await {
+                Ok(n) => n,
+                // A TLS peer that leaves without close_notify (drivers do):
+                // an end of stream like any other.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return self.end_of_stream();
             }
@@ -713,13 +762,15 @@ impl<S: AsyncWrite + Unpin> MessageIo<S> {
     }
 }
 
-/// Writes response packets with continuing packet ids, one write and flush
-/// per packet so each lands in its own TLS record (TDS-NOTES §3.1).
+/// Writes response packets with continuing packet ids. Under TLS each
+/// packet is written on its own so it lands in its own record (TDS-NOTES
+/// §3.1); in plaintext the packets of a chunk go out in one write.
 struct PacketOut<W> {
     writer: W,
     packet_size: usize,
     spid: u16,
     packet_id: u8,
+    coalesce: bool,
     scratch: BytesMut,
 }
 
@@ -730,12 +781,13 @@ impl<W: AsyncWrite + Unpin> PacketOut<W> {
             packet_size,
             spid,
             packet_id: 1,
+            coalesce: false,
             scratch: BytesMut::with_capacity(packet_size),
         }
     }
 
-    /// One packet of at most a packet's payload.
-    async fn packet(&mut self, payload: &[u8], eom: bool) -> Result<(), SandboxError> {
+    /// Appends one packet (header and payload) to the scratch buffer.
+    fn push_packet(&mut self, payload: &[u8], eom: bool) {
         let header = PacketHeader {
             packet_type: PacketType::TabularResult,
             status: if eom { status::EOM } else { 0 },
@@ -745,12 +797,35 @@ impl<W: AsyncWrite + Unpin> PacketOut<W> {
             window: 0,
         };
         self.packet_id = self.packet_id.wrapping_add(1);
-        self.scratch.clear();
         header.encode(&mut self.scratch);
         self.scratch.extend_from_slice(payload);
-        self.writer.write_all(&self.scratch).await?;
+    }
+
+    /// One packet of at most a packet's payload.
+    async fn packet(&mut self, payload: &[u8], eom: bool) -> Result<(), SandboxError> {
+        self.push_packet(payload, eom);
+        if !self.coalesce || eom {
+            self.write_scratch().await?;
+        }
         if eom {
             self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_scratch(&mut self) -> Result<(), SandboxError> {
+        self.writer.write_all(&self.scratch).await?;
+        self.scratch.clear();
+        Ok(())
+    }
+
+    /// Whole packets of a response that continues (no EOM).
+    async fn packets(&mut self, payloads: &[u8]) -> Result<(), SandboxError> {
+        for payload in payloads.chunks(self.packet_size - HEADER_LEN) {
+            self.packet(payload, false).await?;
+        }
+        if !self.scratch.is_empty() {
+            self.write_scratch().await?;
         }
         Ok(())
     }

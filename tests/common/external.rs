@@ -1,5 +1,5 @@
-//! Running tests/drivers/scenario.py with the repository's .venv (made by
-//! scripts/install-test-deps.sh) against a test sandbox.
+//! Running the external clients (tests/drivers/scenario.py in the
+//! repository's .venv, FreeTDS tsql; see scripts/install-test-deps.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,7 +29,11 @@ pub fn python() -> PathBuf {
 
 /// Runs the scenario for `driver` in `encrypt` mode; returns its output on
 /// failure.
-pub async fn run_scenario(sandbox: &TestSandbox, driver: &str, encrypt: &str) -> Result<String, String> {
+pub async fn run_scenario(
+    sandbox: &TestSandbox,
+    driver: &str,
+    encrypt: &str,
+) -> Result<String, String> {
     let script = repo_root().join("tests/drivers/scenario.py");
     let mut command = Command::new(python());
     command
@@ -66,4 +70,39 @@ pub async fn output_of(mut command: Command, limit: Duration) -> Result<String, 
 /// Whether `path` exists, for optional tools.
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// Runs FreeTDS `tsql` with `script` on stdin, through a temporary
+/// freetds.conf (`tds version = 7.4`, the given `encryption`); returns its
+/// output.
+pub async fn run_tsql(
+    sandbox: &TestSandbox,
+    encryption: &str,
+    script: &str,
+) -> Result<String, String> {
+    let tsql = PathBuf::from("/usr/bin/tsql");
+    assert!(
+        exists(&tsql),
+        "FreeTDS tsql is missing: run scripts/install-test-deps.sh once to install the test drivers"
+    );
+    let conf = sandbox.dir.path().join("freetds.conf");
+    let text = format!(
+        "[sandbox]\n\thost = 127.0.0.1\n\tport = {}\n\ttds version = 7.4\n\t\
+         encryption = {encryption}\n\tclient charset = UTF-8\n",
+        sandbox.addr().port()
+    );
+    std::fs::write(&conf, text).map_err(|e| format!("cannot write freetds.conf: {e}"))?;
+    let script_path = sandbox.dir.path().join("script.sql");
+    std::fs::write(&script_path, script).map_err(|e| format!("cannot write the script: {e}"))?;
+    let stdin = std::fs::File::open(&script_path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut command = Command::new(tsql);
+    command
+        .args(["-S", "sandbox", "-U", "sa", "-P", PASSWORD])
+        .env("FREETDSCONF", &conf)
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    output_of(command, SCENARIO_TIMEOUT).await
 }
