@@ -23,6 +23,12 @@ use crate::relay::upstream::{self, ServerStream, Target, UpstreamSettings};
 use crate::tds::packet::DEFAULT_PACKET_SIZE;
 use crate::tds::token::{TdsVersion, TokenContext};
 
+/// Time the server has to answer LOGIN7. SQL Server answers in well under
+/// a second; Azure SQL may take several seconds while a database resumes.
+/// Drivers give up after 15-30 s, so 60 s never cuts a login they would
+/// have waited for.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Everything a connection needs, shared by all connections of a listener.
 pub struct Settings {
     pub client: ClientSettings,
@@ -198,7 +204,9 @@ async fn login_at(
     trace!(len = request.packets().len(), "LOGIN7 forwarded");
 
     let ctx = login_context(request.tds_version);
-    let response = login::read_response(&mut server, ctx).await?;
+    let response = tokio::time::timeout(LOGIN_TIMEOUT, login::read_response(&mut server, ctx))
+        .await
+        .map_err(|_| RelayError::LoginTimeout)??;
     Ok((server, response))
 }
 

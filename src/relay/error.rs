@@ -105,8 +105,8 @@ pub enum RelayError {
     #[error("the server kept redirecting: more than {max} routing redirects")]
     TooManyRedirects { max: u8 },
 
-    #[error("the server answered the login without LOGINACK or error")]
-    NoLoginAck,
+    #[error("the server did not answer the login in time")]
+    LoginTimeout,
 
     #[error("the client requires MARS, which tdsguard does not support")]
     MarsRequired,
@@ -155,7 +155,7 @@ impl RelayError {
             | RelayError::BadRouting { .. }
             | RelayError::ConnectTimeout { .. }
             | RelayError::TooManyRedirects { .. }
-            | RelayError::NoLoginAck
+            | RelayError::LoginTimeout
             | RelayError::CancelTimeout { .. } => Fault::Server,
             RelayError::MarsRequired
             | RelayError::PreTds7Login

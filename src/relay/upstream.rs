@@ -17,11 +17,10 @@ use tracing::{debug, trace};
 use crate::config::UpstreamEncryption;
 use crate::relay::error::{Leg, RelayError};
 use crate::relay::io::{PacketRead, PacketWrite};
-use crate::relay::reply::PRELOGIN_VERSION;
 use crate::tds::packet::{
     encode_message, Assembled, MessageAssembler, PacketType, DEFAULT_PACKET_SIZE,
 };
-use crate::tds::prelogin::{Encryption, PreLogin, MAX_PRELOGIN_LEN};
+use crate::tds::prelogin::{Encryption, PreLogin, Version, MAX_PRELOGIN_LEN};
 use crate::tls::{ConnectorOptions, Encryption as TlsMode, TlsConnectors, Transport};
 
 /// The server leg's stream.
@@ -176,7 +175,7 @@ fn unexpected_bytes() -> RelayError {
 /// identity; access tokens carried in LOGIN7 pass through unchanged.
 fn own_prelogin(fed_auth: Option<bool>) -> Result<BytesMut, RelayError> {
     let mut request = PreLogin::new();
-    request.set_version(PRELOGIN_VERSION);
+    request.set_version(own_version());
     request.set_encryption(Encryption::On, false);
     request.set_instance(&[0x00]);
     request.set_thread_id(std::process::id());
@@ -196,6 +195,18 @@ fn own_prelogin(fed_auth: Option<bool>) -> Result<BytesMut, RelayError> {
         &mut out,
     )?;
     Ok(out)
+}
+
+/// tdsguard's own version for the VERSION option: a client sends its
+/// driver version there (TDS-NOTES §2), and tdsguard is the client upstream.
+fn own_version() -> Version {
+    let part = |text: &str| text.parse::<u16>().unwrap_or(0);
+    Version {
+        major: part(env!("CARGO_PKG_VERSION_MAJOR")).min(255) as u8,
+        minor: part(env!("CARGO_PKG_VERSION_MINOR")).min(255) as u8,
+        build: part(env!("CARGO_PKG_VERSION_PATCH")),
+        sub_build: 0,
+    }
 }
 
 /// Reads one whole message of `packet_type`, at most `max_len` bytes.
