@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -103,22 +103,12 @@ impl Listener {
         let mut next_id: u64 = 0;
         loop {
             while tasks.try_join_next().is_some() {}
-            let permit = tokio::select! {
-                permit = Arc::clone(&self.limit).acquire_owned() => permit,
-                _ = &mut shutdown => break,
-            };
-            let Ok(permit) = permit else { break };
             let accepted = tokio::select! {
-                accepted = self.tcp.accept() => accepted,
+                accepted = self.accept() => accepted,
                 _ = &mut shutdown => break,
             };
-            let (tcp, client_addr) = match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
+            let Some((tcp, client_addr, permit)) = accepted else {
+                continue;
             };
             next_id += 1;
             let span = info_span!(
@@ -136,6 +126,20 @@ impl Listener {
         }
         drop(self.tcp);
         drain(tasks, self.grace, addr).await;
+    }
+
+    /// Waits for a free connection slot, then for a connection. `None`
+    /// after a failed accept (e.g. out of file descriptors), after a pause.
+    async fn accept(&self) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        let permit = Arc::clone(&self.limit).acquire_owned().await.ok()?;
+        match self.tcp.accept().await {
+            Ok((tcp, addr)) => Some((tcp, addr, permit)),
+            Err(err) => {
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                None
+            }
+        }
     }
 }
 
