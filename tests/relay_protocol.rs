@@ -185,6 +185,7 @@ async fn relay_upstream_closing_mid_row_ends_only_that_connection() {
         .await
         .expect("the second client is served");
     assert!(message.ends_with(&common::fake_server::done(0x10, 5)));
+    drop(second);
     proxy.shutdown().await;
 }
 
