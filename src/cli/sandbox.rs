@@ -9,7 +9,7 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::config::Config;
-use crate::sandbox::{Sandbox, SandboxOptions, TlsSource};
+use crate::sandbox::{Sandbox, SandboxOptions};
 
 /// Arguments of `tdsguard sandbox`.
 #[derive(Debug, clap::Args)]
@@ -32,21 +32,9 @@ pub fn run(config: &Config, args: &SandboxArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn options(config: &Config, args: &SandboxArgs) -> SandboxOptions {
-    let sandbox = &config.sandbox;
-    let dir = args
-        .data
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
-    SandboxOptions {
-        listen: args.listen,
-        data_file: args.data.clone(),
-        users: sandbox.users.clone(),
-        database: sandbox.database.clone(),
-        allow_plaintext: sandbox.allow_plaintext,
-        routing: None,
-        tls: TlsSource::SelfSigned { dir },
-    }
+    let mut sandbox = config.sandbox.clone();
+    sandbox.data_file = args.data.clone();
+    SandboxOptions::from_config(&sandbox, args.listen)
 }
 
 async fn serve(config: &Config, args: &SandboxArgs) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@ use crate::tds::token::env_change::{
     ENV_BEGINTRAN, ENV_COMMITTRAN, ENV_DATABASE, ENV_ROLLBACKTRAN,
 };
 use crate::tds::token::return_value::STATUS_OUTPUT_PARAM;
+use crate::tds::token::Framing;
 use crate::tds::token::{
     ColMetadata, ColumnData, Done, DoneKind, DoneStatus, EnvChange as TdsEnvChange, RawValue,
     ReturnStatus, ReturnValue as TdsReturnValue, Row, TdsVersion, Token, TokenContext, TypeInfoRaw,
@@ -35,7 +36,9 @@ use crate::tds::token::{
 use crate::tds::types::collation::encode_cp1252;
 use crate::tds::types::datetime::{self as wire, Civil};
 use crate::tds::types::value::{encode_value, SqlValue};
-use crate::tds::types::{Collation, DecimalType, FixedType, NullableType, TypeInfo, VarLenType};
+use crate::tds::types::{
+    Collation, DecimalType, FixedType, LongType, NullableType, TypeInfo, VarLenType,
+};
 use crate::tds::{EncodeError, Reader};
 
 /// Chunks buffered between the engine thread and the socket. Small:
@@ -67,9 +70,6 @@ pub enum WriteStop {
     Disconnected,
     #[error("a token could not be encoded")]
     Encode(#[from] EncodeError),
-    /// The result cannot be sent in the client's TDS version.
-    #[error("the result is not supported at the client's tds version")]
-    Unsupported,
 }
 
 /// Encodes tokens of one response and streams them out as packet payloads.
@@ -551,6 +551,70 @@ struct Column {
     as_text: bool,
     /// The engine's type of the column.
     source: SqlType,
+    /// A (max) column sent as TEXT, NTEXT or IMAGE to a TDS 7.1 client.
+    long: Option<LongType>,
+}
+
+/// TYPE_INFO max length of TEXT, NTEXT and IMAGE columns as SQL Server
+/// sends it (2^31 - 1).
+const LONG_MAX_LEN: u32 = 0x7FFF_FFFF;
+
+/// The text pointer and timestamp of TEXT/NTEXT/IMAGE values (2.2.5.2.2:
+/// TextPtr of 16 bytes, Timestamp of 8). Clients only test the pointer's
+/// length; the sandbox has no pages to point at.
+const TEXT_PTR: [u8; 16] = [0; 16];
+
+/// The long type a (max) column travels as before TDS 7.2, which has no
+/// PLP types: SQL Server sends varchar(max), nvarchar(max) and
+/// varbinary(max) as TEXT, NTEXT and IMAGE.
+fn long_type(ty: &SqlType, version: TdsVersion) -> Option<LongType> {
+    if version.is_7_2_or_later() {
+        return None;
+    }
+    match ty {
+        SqlType::VarChar(Len::Max) => Some(LongType::Text),
+        SqlType::NVarChar(Len::Max) => Some(LongType::NText),
+        SqlType::VarBinary(Len::Max) => Some(LongType::Image),
+        _ => None,
+    }
+}
+
+fn long_type_info(ty: LongType) -> TypeInfo {
+    let collation = (ty != LongType::Image).then(default_collation);
+    TypeInfo::Long {
+        ty,
+        max_len: LONG_MAX_LEN,
+        collation,
+    }
+}
+
+/// The bytes of a long value: code page 1252, UTF-16LE or as they are.
+fn long_bytes(ty: LongType, v: &Value) -> Option<Vec<u8>> {
+    match (ty, v) {
+        (LongType::Text, Value::String(s)) => Some(code_page_1252(s)),
+        (LongType::NText, Value::String(s)) => {
+            Some(s.encode_utf16().flat_map(u16::to_le_bytes).collect())
+        }
+        (LongType::Image, Value::Bytes(b)) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+/// A TEXT/NTEXT/IMAGE value in row form, through the codec's row value
+/// encoder.
+fn encode_long(ty: LongType, v: &Value, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let value = match v {
+        Value::Null => RawValue::Null,
+        v => RawValue::Text {
+            text_ptr: TEXT_PTR.to_vec(),
+            timestamp: [0; 8],
+            data: long_bytes(ty, v).ok_or(EncodeError::Inconsistent {
+                structure: "ROW",
+                reason: "engine value does not fit the column type",
+            })?,
+        },
+    };
+    value.encode(Framing::Text, buf)
 }
 
 /// The type a column travels as for a client of `version`. TDS 7.2 and
@@ -760,12 +824,17 @@ impl TdsSink {
         let version = self.out.context().tds_version;
         for column in columns {
             let ty = client_type(&column.ty, version);
-            let type_info = type_info(&ty, column.nullable || column_is_outer(column));
+            let long = long_type(&ty, version);
+            let type_info = match long {
+                Some(long) => long_type_info(long),
+                None => type_info(&ty, column.nullable || column_is_outer(column)),
+            };
+            let table = column.table.as_deref().unwrap_or_default();
             data.push(ColumnData {
                 user_type: 0,
                 flags: column_flags(column),
                 type_info: raw_type_info(&type_info)?,
-                table_name: None,
+                table_name: long.map(|_| vec![UcsString::from(table)]),
                 crypto: None,
                 name: UcsString::from(column.name.as_str()),
             });
@@ -774,6 +843,7 @@ impl TdsSink {
                 type_info,
                 as_text: ty != column.ty,
                 source: column.ty,
+                long,
             });
         }
         let meta = ColMetadata {
@@ -814,6 +884,10 @@ impl TdsSink {
         }
         for (column, value) in self.columns.iter().zip(values) {
             if nbc && matches!(value, Value::Null) {
+                continue;
+            }
+            if let Some(long) = column.long {
+                encode_long(long, value, buf)?;
                 continue;
             }
             let text;
@@ -869,16 +943,6 @@ impl TdsSink {
 
 /// Our message number for a value the sandbox could not encode.
 const ENCODE_FAILED: u32 = 40702;
-/// Our message number for a result the client's TDS version cannot carry.
-const UNSUPPORTED_FOR_CLIENT: u32 = 40701;
-
-fn is_max(column: &ColumnDesc) -> bool {
-    matches!(
-        column.ty,
-        SqlType::VarChar(Len::Max) | SqlType::NVarChar(Len::Max) | SqlType::VarBinary(Len::Max)
-    )
-}
-
 /// A NOT NULL column can still come out NULL through an outer join the
 /// engine did not see; only columns of base tables keep the fixed types.
 fn column_is_outer(column: &ColumnDesc) -> bool {
@@ -908,14 +972,6 @@ fn transaction_change(env_type: u8, descriptor: u64, begin: bool) -> Token {
 
 impl ResultSink for TdsSink {
     fn columns(&mut self, columns: &[ColumnDesc]) {
-        if !self.out.context().tds_version.is_7_2_or_later() && columns.iter().any(is_max) {
-            // TODO(tdsguard): send (max) columns as TEXT/NTEXT/IMAGE, as SQL
-            // Server does for TDS 7.1 clients.
-            let text = "The sandbox does not send (max) columns to TDS 7.1 clients.";
-            self.sql_error(UNSUPPORTED_FOR_CLIENT, 1, 16, text, 1);
-            self.stopped = Some(WriteStop::Unsupported);
-            return;
-        }
         match self.start_result_set(columns) {
             Ok(token) => {
                 self.write(&token);
@@ -1020,6 +1076,8 @@ impl ResultSink for TdsSink {
 
 /// RETURNVALUE of an OUTPUT parameter (2.2.7.19): status 0x01, the N type
 /// of the declared type, nullable.
+/// TODO(tdsguard): like result columns, (max) and date/time output
+/// parameters should be converted for clients before TDS 7.3.
 pub fn return_value_token(value: &EngineReturnValue) -> Result<Token, EncodeError> {
     let ti = type_info(&value.ty, true);
     let typed = sql_value(&value.ty, &value.value).ok_or(EncodeError::Inconsistent {

@@ -23,7 +23,7 @@ use tokio_rustls::{TlsAcceptor, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::config::SandboxUser;
+use crate::config::{SandboxConfig, SandboxUser};
 use crate::sandbox::engine::{Engine, EngineConfig, EngineError};
 use crate::sandbox::login::{self, EncryptionChoice, SessionStart};
 use crate::sandbox::results::{Outgoing, TokenWriter, OUTGOING_QUEUE};
@@ -122,10 +122,7 @@ impl SandboxOptions {
     /// certificate beside the data file.
     pub fn new(data_file: impl Into<PathBuf>, password: &str) -> Self {
         let data_file = data_file.into();
-        let dir = data_file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = beside(&data_file);
         SandboxOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_file,
@@ -139,6 +136,30 @@ impl SandboxOptions {
             tls: TlsSource::SelfSigned { dir },
         }
     }
+}
+
+impl SandboxOptions {
+    /// Options from the `[sandbox]` section of the configuration, listening
+    /// on `listen`, with the certificate kept beside the data file.
+    pub fn from_config(config: &SandboxConfig, listen: SocketAddr) -> Self {
+        let dir = beside(&config.data_file);
+        SandboxOptions {
+            listen,
+            data_file: config.data_file.clone(),
+            users: config.users.clone(),
+            database: config.database.clone(),
+            allow_plaintext: config.allow_plaintext,
+            routing: None,
+            tls: TlsSource::SelfSigned { dir },
+        }
+    }
+}
+
+/// The directory of a file (`.` for a bare file name).
+fn beside(file: &Path) -> PathBuf {
+    file.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// A running sandbox.
