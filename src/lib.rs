@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod sandbox;
 pub mod tds;
 pub mod tls;

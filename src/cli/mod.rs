@@ -12,6 +12,7 @@ use crate::config::{Config, LogFormat, Overrides, Source};
 pub mod check;
 pub mod dump;
 pub mod keygen;
+pub mod sandbox;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;
@@ -58,6 +59,9 @@ pub enum Command {
         #[arg(long)]
         roundtrip: bool,
     },
+
+    /// Run the embedded stand-in server alone.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Runs the parsed command line.
@@ -82,6 +86,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             roundtrip,
         }) => run_dump(file, from, roundtrip),
+        Some(Command::Sandbox(ref args)) => {
+            let Some(config) = load_config(&cli, &overrides) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            init_logging(&config.log.level, config.log.format);
+            sandbox::run(&config, args)
+        }
     }
 }
 

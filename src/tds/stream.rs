@@ -12,8 +12,9 @@
 //! that must be retried (one COLMETADATA column, a RETURNVALUE header, a
 //! CekTable) is retried only once the buffer reaches the length its last
 //! attempt proved necessary, so every retry gets past at least one more
-//! field: the cost per unit is at most its size times its number of fields. [`TokenReader::work`] counts the
-//! bytes examined, for tests that hold the reader to this.
+//! field: the cost per unit is at most its size times its number of fields.
+//! [`TokenReader::work`] counts the bytes examined, for tests that hold the
+//! reader to this.
 //!
 //! Rows are handed over in one of two [`RowMode`]s: as raw pieces (constant
 //! memory, for forwarding untouched results) or whole and decoded (for
@@ -91,6 +92,24 @@ impl Default for RowMode {
 /// token or as a row piece. Concatenating them gives the input back, so a
 /// relay forwards `raw` (or the pieces) unchanged and re-encodes only what it
 /// rewrote.
+///
+/// A result set read in [`RowMode::Pieces`] looks like
+///
+/// ```text
+/// Token(COLMETADATA)  RowPiece RowPiece ... RowEnd  RowPiece RowEnd ...  Token(DONE)
+/// ```
+///
+/// and in [`RowMode::Whole`] like
+///
+/// ```text
+/// Token(COLMETADATA)  Token(ROW)  Token(NBCROW) ...  Token(DONE)
+/// ```
+///
+/// Only rows come in pieces; every other token (RETURNVALUE included) comes
+/// whole. The mode can change between rows, e.g. to whole rows once a
+/// COLMETADATA shows an encrypted column. What a relay must track is read
+/// with [`Item::signal`]; the reader itself keeps the [`TokenContext`]
+/// (version, acknowledged features, current columns) current.
 #[derive(Clone)]
 pub enum Item {
     /// A complete token (in [`RowMode::Whole`], rows too) with its bytes as

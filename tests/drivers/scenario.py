@@ -51,6 +51,8 @@ COLUMNS = ["full_name", "birth_date", "ssn", "notes", "balance", "photo"]
 
 
 def connect(args):
+    """Returns the connection, the driver's parameter marker and the function
+    that wraps a bytes value so the driver sends it as varbinary."""
     password = os.environ["TDSGUARD_TEST_PASSWORD"]
     if args.driver == "pytds":
         import pytds
@@ -70,7 +72,7 @@ def connect(args):
             password=password,
             autocommit=True,
             **options,
-        ), "%s"
+        ), "%s", pytds.Binary
     if args.driver == "pymssql":
         import pymssql
 
@@ -86,20 +88,26 @@ def connect(args):
             autocommit=True,
             tds_version="7.4",
             encryption=modes[args.encrypt],
-        ), "%s"
+        ), "%s", bytearray  # pymssql quotes b"" as '' (varchar), bytearray as 0x
     if args.driver == "mssql-python":
         import mssql_python
 
         modes = {"off": "no", "on": "yes", "strict": "strict"}
         if args.encrypt not in modes:
             raise SystemExit(f"mssql-python has no {args.encrypt} mode")
+        # Strict encryption always verifies the certificate (TrustServerCertificate
+        # is ignored); ServerCertificate pins the one the server presents.
+        trust = (
+            f"ServerCertificate={args.cafile}"
+            if args.encrypt == "strict"
+            else "TrustServerCertificate=yes"
+        )
         conn = mssql_python.connect(
             f"Server=tcp:{args.host},{args.port};Database={args.database};"
-            f"UID={args.user};PWD={password};Encrypt={modes[args.encrypt]};"
-            "TrustServerCertificate=yes"
+            f"UID={args.user};PWD={password};Encrypt={modes[args.encrypt]};{trust}"
         )
         conn.autocommit = True
-        return conn, "?"
+        return conn, "?", bytes
     raise SystemExit(f"unknown driver {args.driver}")
 
 
@@ -128,7 +136,7 @@ def compare(where, expected, got):
 
 
 def run(args):
-    conn, mark = connect(args)
+    conn, mark, binary = connect(args)
     cur = conn.cursor()
     table = args.table
     cur.execute(f"IF OBJECT_ID('{table}') IS NOT NULL DROP TABLE {table}")
@@ -140,7 +148,10 @@ def run(args):
     marks = ", ".join([mark] * len(COLUMNS))
     insert = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({marks})"
     for row in ROWS:
-        cur.execute(insert, tuple(row[c] for c in COLUMNS))
+        values = tuple(
+            binary(row[c]) if isinstance(row[c], bytes) else row[c] for c in COLUMNS
+        )
+        cur.execute(insert, values)
 
     failures = []
     select = f"SELECT {', '.join(COLUMNS)} FROM {table}"
