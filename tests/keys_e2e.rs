@@ -1,0 +1,269 @@
+//! Key management against the in-process sandbox: keygen, init-db, reading the key back as the
+//! proxy does, rewrap to a new company key, data key rotation, and refusals of tampered rows and
+//! rows wrapped for another company key.
+
+mod common;
+
+use std::path::Path;
+
+use tdsguard::cli::admin_client::{self, AdminClient, Credentials, Target};
+use tdsguard::cli::{init_db, keygen, rewrap, rotate};
+use tdsguard::crypto::{
+    ColumnId, CompanyKey, DataKeyCache, DataKeyId, EnvelopeCipher, KeyTable, Mode, SqlType,
+    ValueBinding,
+};
+
+use common::sandbox::{TestSandbox, PASSWORD};
+
+const TABLE: &str = "dbo.tdsguard_keys";
+
+async fn admin(sandbox: &TestSandbox) -> AdminClient {
+    let target = Target::sandbox(sandbox.addr(), Some(&sandbox.cert_pem()));
+    let credentials = Credentials::new("sa", PASSWORD);
+    admin_client::connect(&target, &credentials, Some("tdsguard"))
+        .await
+        .expect("administrator login")
+}
+
+fn new_key(dir: &Path, name: &str) -> CompanyKey {
+    let path = dir.join(name);
+    keygen::keygen_to(&path, &mut Vec::new()).expect("keygen");
+    CompanyKey::load(&path).expect("key loads")
+}
+
+fn binding() -> ValueBinding {
+    let column = ColumnId::new("tdsguard", "dbo", "Patients", "ssn").unwrap();
+    ValueBinding::new(column, SqlType::parse("char(11)").unwrap())
+}
+
+/// The proxy's view: every row of this company key unwrapped through `cache`.
+async fn cipher(
+    client: &mut AdminClient,
+    table: &KeyTable,
+    company: &CompanyKey,
+    cache: &DataKeyCache,
+) -> Result<EnvelopeCipher, tdsguard::crypto::CryptoError> {
+    let rows = admin_client::read_rows(client, table).await.unwrap().unwrap();
+    let mut ours = rows.iter().filter(|r| r.company_key == company.fingerprint());
+    let first = ours.next().expect("a row for this company key");
+    let mut cipher = EnvelopeCipher::new(cache.unwrap(first, company)?)?;
+    for row in ours {
+        cipher.rotate_to(cache.unwrap(row, company)?)?;
+    }
+    Ok(cipher)
+}
+
+#[tokio::test]
+async fn init_db_stores_a_key_that_survives_a_restart_and_refuses_a_second_run() {
+    let sandbox = TestSandbox::start().await;
+    let company = new_key(sandbox.dir.path(), "company.pem");
+    let table = KeyTable::new(TABLE).unwrap();
+
+    let mut client = admin(&sandbox).await;
+    let report = init_db::init_db(&mut client, &table, &company, false)
+        .await
+        .expect("init-db");
+    assert!(report.table_created);
+    assert_eq!(report.key_id, DataKeyId::new(1).unwrap());
+    assert_eq!(report.fingerprint, company.fingerprint());
+
+    let error = init_db::init_db(&mut client, &table, &company, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("already holds data keys"), "{error}");
+    assert!(error.contains("--replace"), "{error}");
+
+    let first = cipher(&mut client, &table, &company, &DataKeyCache::new())
+        .await
+        .unwrap();
+    let envelope = first.seal(Mode::Randomized, &binding(), b"123-45-6789").unwrap();
+    drop(client);
+
+    let mut fresh = admin(&sandbox).await;
+    let reloaded = CompanyKey::load(&sandbox.dir.path().join("company.pem")).unwrap();
+    let again = cipher(&mut fresh, &table, &reloaded, &DataKeyCache::new())
+        .await
+        .unwrap();
+    assert_eq!(again.current_key_id(), DataKeyId::new(1).unwrap());
+    let opened = again.open(&binding(), &envelope).unwrap();
+    assert_eq!(&opened[..], b"123-45-6789");
+    drop(fresh);
+    sandbox.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_db_replace_discards_old_keys_under_a_fresh_id() {
+    let sandbox = TestSandbox::start().await;
+    let company = new_key(sandbox.dir.path(), "company.pem");
+    let table = KeyTable::new(TABLE).unwrap();
+    let mut client = admin(&sandbox).await;
+    init_db::init_db(&mut client, &table, &company, false)
+        .await
+        .unwrap();
+
+    let report = init_db::init_db(&mut client, &table, &company, true)
+        .await
+        .unwrap();
+    assert!(!report.table_created);
+    assert_eq!(report.replaced_rows, 1);
+    assert_eq!(report.key_id, DataKeyId::new(2).unwrap());
+    let rows = admin_client::read_rows(&mut client, &table)
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<u32> = rows.iter().map(|r| r.key_id.get()).collect();
+    assert_eq!(ids, [2]);
+    drop(client);
+    sandbox.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn rewrap_moves_every_key_and_the_old_company_key_fails_cleanly() {
+    let sandbox = TestSandbox::start().await;
+    let old = new_key(sandbox.dir.path(), "old.pem");
+    let new = new_key(sandbox.dir.path(), "new.pem");
+    let table = KeyTable::new(TABLE).unwrap();
+    let mut client = admin(&sandbox).await;
+    init_db::init_db(&mut client, &table, &old, false)
+        .await
+        .unwrap();
+    rotate::rotate_data_key(&mut client, &table, &old)
+        .await
+        .unwrap();
+
+    let before = cipher(&mut client, &table, &old, &DataKeyCache::new())
+        .await
+        .unwrap();
+    let envelope = before.seal(Mode::Deterministic, &binding(), b"987-65-4321").unwrap();
+    client
+        .simple_query("CREATE TABLE dbo.Patients (id int, ssn varbinary(49))")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO dbo.Patients (id, ssn) VALUES (@P1, @P2)",
+            &[&1i32, &envelope.as_slice()],
+        )
+        .await
+        .unwrap();
+
+    let report = rewrap::rewrap(&mut client, &table, &old, &new, false)
+        .await
+        .expect("rewrap");
+    let ids: Vec<u32> = report.rewrapped.iter().map(|id| id.get()).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(report.deleted_old, 2);
+
+    let rows = admin_client::read_rows(&mut client, &table)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rows.iter().all(|r| r.company_key == new.fingerprint()));
+    let error = DataKeyCache::new().unwrap(&rows[0], &old).err().unwrap();
+    assert!(
+        matches!(error, tdsguard::crypto::CryptoError::WrongCompanyKey { .. }),
+        "{error}"
+    );
+
+    let after = cipher(&mut client, &table, &new, &DataKeyCache::new())
+        .await
+        .unwrap();
+    let stored = client
+        .query("SELECT ssn FROM dbo.Patients WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: &[u8] = stored.get(0).unwrap();
+    assert_eq!(stored, envelope.as_slice(), "data untouched");
+    assert_eq!(&after.open(&binding(), stored).unwrap()[..], b"987-65-4321");
+    drop(client);
+    sandbox.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotate_adds_the_next_id_and_values_under_the_old_id_still_open() {
+    let sandbox = TestSandbox::start().await;
+    let company = new_key(sandbox.dir.path(), "company.pem");
+    let table = KeyTable::new(TABLE).unwrap();
+    let mut client = admin(&sandbox).await;
+    init_db::init_db(&mut client, &table, &company, false)
+        .await
+        .unwrap();
+    let cache = DataKeyCache::new();
+    let under_one = cipher(&mut client, &table, &company, &cache)
+        .await
+        .unwrap()
+        .seal(Mode::Randomized, &binding(), b"old value")
+        .unwrap();
+
+    let report = rotate::rotate_data_key(&mut client, &table, &company)
+        .await
+        .unwrap();
+    assert_eq!(report.new_key_id, DataKeyId::new(2).unwrap());
+    assert_eq!(report.previous, [DataKeyId::new(1).unwrap()]);
+
+    let rotated = cipher(&mut client, &table, &company, &cache).await.unwrap();
+    assert_eq!(rotated.current_key_id(), DataKeyId::new(2).unwrap());
+    assert_eq!(&rotated.open(&binding(), &under_one).unwrap()[..], b"old value");
+    let under_two = rotated.seal(Mode::Randomized, &binding(), b"new value").unwrap();
+    assert_eq!(&under_two[2..6], &2u32.to_be_bytes(), "key id in the header");
+    drop(client);
+    sandbox.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn tampered_rows_are_refused_without_rsa_and_foreign_rows_name_the_key() {
+    let sandbox = TestSandbox::start().await;
+    let dir = sandbox.dir.path();
+    let company = new_key(dir, "company.pem");
+    let other = new_key(dir, "other.pem");
+    let table = KeyTable::new(TABLE).unwrap();
+    let mut client = admin(&sandbox).await;
+    init_db::init_db(&mut client, &table, &company, false)
+        .await
+        .unwrap();
+
+    client
+        .simple_query(format!(
+            "UPDATE {} SET tag = 0x{} WHERE key_id = 1",
+            table.name(),
+            "00".repeat(32)
+        ))
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let fresh = CompanyKey::load(&dir.join("company.pem")).unwrap();
+    let error = cipher(&mut client, &table, &fresh, &DataKeyCache::new())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            error,
+            tdsguard::crypto::CryptoError::WrappedKeyTagMismatch { key_id: 1 }
+        ),
+        "{error}"
+    );
+    assert_eq!(fresh.rsa_decryptions(), 0);
+
+    let rows = admin_client::read_rows(&mut client, &table)
+        .await
+        .unwrap()
+        .unwrap();
+    let error = DataKeyCache::new().unwrap(&rows[0], &other).err().unwrap();
+    let text = error.to_string();
+    assert!(text.contains(&company.fingerprint().to_string()), "{text}");
+    assert!(text.contains(&other.fingerprint().to_string()), "{text}");
+    assert_eq!(other.rsa_decryptions(), 0);
+    drop(client);
+    sandbox.handle.shutdown().await;
+}
