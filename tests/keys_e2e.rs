@@ -43,8 +43,13 @@ async fn cipher(
     company: &CompanyKey,
     cache: &DataKeyCache,
 ) -> Result<EnvelopeCipher, tdsguard::crypto::CryptoError> {
-    let rows = admin_client::read_rows(client, table).await.unwrap().unwrap();
-    let mut ours = rows.iter().filter(|r| r.company_key == company.fingerprint());
+    let rows = admin_client::read_rows(client, table)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ours = rows
+        .iter()
+        .filter(|r| r.company_key == company.fingerprint());
     let first = ours.next().expect("a row for this company key");
     let mut cipher = EnvelopeCipher::new(cache.unwrap(first, company)?)?;
     for row in ours {
@@ -77,7 +82,9 @@ async fn init_db_stores_a_key_that_survives_a_restart_and_refuses_a_second_run()
     let first = cipher(&mut client, &table, &company, &DataKeyCache::new())
         .await
         .unwrap();
-    let envelope = first.seal(Mode::Randomized, &binding(), b"123-45-6789").unwrap();
+    let envelope = first
+        .seal(Mode::Randomized, &binding(), b"123-45-6789")
+        .unwrap();
     drop(client);
 
     let mut fresh = admin(&sandbox).await;
@@ -135,7 +142,9 @@ async fn rewrap_moves_every_key_and_the_old_company_key_fails_cleanly() {
     let before = cipher(&mut client, &table, &old, &DataKeyCache::new())
         .await
         .unwrap();
-    let envelope = before.seal(Mode::Deterministic, &binding(), b"987-65-4321").unwrap();
+    let envelope = before
+        .seal(Mode::Deterministic, &binding(), b"987-65-4321")
+        .unwrap();
     client
         .simple_query("CREATE TABLE dbo.Patients (id int, ssn varbinary(49))")
         .await
@@ -211,9 +220,18 @@ async fn rotate_adds_the_next_id_and_values_under_the_old_id_still_open() {
 
     let rotated = cipher(&mut client, &table, &company, &cache).await.unwrap();
     assert_eq!(rotated.current_key_id(), DataKeyId::new(2).unwrap());
-    assert_eq!(&rotated.open(&binding(), &under_one).unwrap()[..], b"old value");
-    let under_two = rotated.seal(Mode::Randomized, &binding(), b"new value").unwrap();
-    assert_eq!(&under_two[2..6], &2u32.to_be_bytes(), "key id in the header");
+    assert_eq!(
+        &rotated.open(&binding(), &under_one).unwrap()[..],
+        b"old value"
+    );
+    let under_two = rotated
+        .seal(Mode::Randomized, &binding(), b"new value")
+        .unwrap();
+    assert_eq!(
+        &under_two[2..6],
+        &2u32.to_be_bytes(),
+        "key id in the header"
+    );
     drop(client);
     sandbox.handle.shutdown().await;
 }

@@ -92,7 +92,9 @@ impl Credentials {
 
     /// Both variables, when both are set and not empty.
     pub fn from_env() -> Option<Self> {
-        let user = std::env::var(ADMIN_USER_ENV).ok().filter(|v| !v.is_empty())?;
+        let user = std::env::var(ADMIN_USER_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())?;
         let password = Zeroizing::new(std::env::var(ADMIN_PASSWORD_ENV).ok()?);
         Some(Self { user, password })
     }
@@ -169,7 +171,11 @@ impl Target {
         }
     }
 
-    fn tiberius_config(&self, credentials: &Credentials, database: Option<&str>) -> tiberius::Config {
+    fn tiberius_config(
+        &self,
+        credentials: &Credentials,
+        database: Option<&str>,
+    ) -> tiberius::Config {
         let mut config = tiberius::Config::new();
         config.host(&self.host);
         config.port(self.port);
@@ -269,7 +275,12 @@ pub async fn connect(
     tokio::time::timeout(target.connect_timeout, connecting)
         .await
         .with_context(|| format!("connecting to {}:{} timed out", target.host, target.port))?
-        .with_context(|| format!("logging in to {}:{} as {}", target.host, target.port, credentials.user))
+        .with_context(|| {
+            format!(
+                "logging in to {}:{} as {}",
+                target.host, target.port, credentials.user
+            )
+        })
 }
 
 /// Every row of the key table, all company keys, by key id; `None` when the table is missing.
@@ -294,7 +305,10 @@ pub async fn read_rows(
     if rows.len() > MAX_KEY_ROWS {
         bail!("{} holds more than {MAX_KEY_ROWS} rows", table.name());
     }
-    rows.iter().map(row_from_tiberius).collect::<anyhow::Result<_>>().map(Some)
+    rows.iter()
+        .map(row_from_tiberius)
+        .collect::<anyhow::Result<_>>()
+        .map(Some)
 }
 
 fn row_from_tiberius(row: &tiberius::Row) -> anyhow::Result<WrappedDataKey> {
@@ -422,10 +436,16 @@ mod tests {
         let target = Target::from_upstream(&upstream);
         assert_eq!(target.trust, Trust::CaFile(PathBuf::from("/etc/ca.pem")));
         assert_eq!(target.encryption, UpstreamEncryption::Strict);
-        assert_eq!((target.host.as_str(), target.port), ("db.example.net", 1444));
+        assert_eq!(
+            (target.host.as_str(), target.port),
+            ("db.example.net", 1444)
+        );
 
         upstream.trust_server_certificate = true;
-        assert_eq!(Target::from_upstream(&upstream).trust, Trust::AnyCertificate);
+        assert_eq!(
+            Target::from_upstream(&upstream).trust,
+            Trust::AnyCertificate
+        );
     }
 
     #[test]

@@ -137,14 +137,23 @@ async fn verify_stored(
     let row = rows
         .iter()
         .find(|row| row.key_id == key_id && row.company_key == company.fingerprint())
-        .with_context(|| format!("data key {key_id} is not in {} after storing it", table.name()))?;
+        .with_context(|| {
+            format!(
+                "data key {key_id} is not in {} after storing it",
+                table.name()
+            )
+        })?;
     DataKeyCache::new()
         .unwrap(row, company)
         .with_context(|| format!("data key {key_id} does not unwrap after storing it"))?;
     Ok(())
 }
 
-fn refusal(table: &KeyTable, existing: &[crate::crypto::WrappedDataKey], ours: Fingerprint) -> String {
+fn refusal(
+    table: &KeyTable,
+    existing: &[crate::crypto::WrappedDataKey],
+    ours: Fingerprint,
+) -> String {
     let ids: Vec<String> = existing
         .iter()
         .map(|row| match row.company_key == ours {

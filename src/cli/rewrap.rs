@@ -68,12 +68,18 @@ pub async fn rewrap(
     keep_old: bool,
 ) -> anyhow::Result<RewrapReport> {
     if from.fingerprint() == to.fingerprint() {
-        bail!("the new company key is the current one ({})", from.fingerprint());
+        bail!(
+            "the new company key is the current one ({})",
+            from.fingerprint()
+        );
     }
     let rows = admin_client::read_rows(client, table)
         .await?
         .with_context(|| format!("{} does not exist: run `tdsguard init-db`", table.name()))?;
-    let ours: Vec<_> = rows.iter().filter(|r| r.company_key == from.fingerprint()).collect();
+    let ours: Vec<_> = rows
+        .iter()
+        .filter(|r| r.company_key == from.fingerprint())
+        .collect();
     if ours.is_empty() {
         bail!(
             "{} holds no data key wrapped under company key {}",

@@ -57,7 +57,10 @@ pub async fn rotate_data_key(
         .with_context(|| format!("{} does not exist: run `tdsguard init-db`", table.name()))?;
     let cache = DataKeyCache::new();
     let mut previous = Vec::new();
-    for row in rows.iter().filter(|r| r.company_key == company.fingerprint()) {
+    for row in rows
+        .iter()
+        .filter(|r| r.company_key == company.fingerprint())
+    {
         cache
             .unwrap(row, company)
             .with_context(|| format!("checking data key {}", row.key_id))?;

@@ -9,6 +9,7 @@ pub mod error;
 pub(crate) mod hex;
 pub mod key_table;
 pub mod rng;
+pub mod session_keys;
 pub mod sql_type;
 
 pub use binding::{ColumnId, ValueBinding};
