@@ -285,3 +285,75 @@ async fn tampered_rows_are_refused_without_rsa_and_foreign_rows_name_the_key() {
     drop(client);
     sandbox.handle.shutdown().await;
 }
+
+fn demo_config(sandbox: &TestSandbox) -> tdsguard::config::Config {
+    let source = tdsguard::config::Source {
+        file: None,
+        env: vec![],
+    };
+    let mut config =
+        tdsguard::config::Config::load(&source, &tdsguard::config::Overrides::default()).unwrap();
+    config.listen.data_dir = sandbox.dir.path().join("data");
+    config.sandbox.users[0].password = PASSWORD.to_owned();
+    config
+}
+
+#[tokio::test]
+async fn demo_provisioning_makes_its_keys_once() {
+    use std::os::unix::fs::PermissionsExt;
+    use tdsguard::crypto::demo::{provision_demo, DEMO_KEY_FILE};
+
+    let sandbox = TestSandbox::start().await;
+    let config = demo_config(&sandbox);
+    let cert = sandbox.cert_pem();
+
+    let first = provision_demo(&config, sandbox.addr(), Some(&cert))
+        .await
+        .expect("first start");
+    assert!(first.key_created && first.data_key_created);
+    assert_eq!(first.key_file, config.listen.data_dir.join(DEMO_KEY_FILE));
+    let mode = std::fs::metadata(&first.key_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let second = provision_demo(&config, sandbox.addr(), Some(&cert))
+        .await
+        .expect("second start");
+    assert!(!second.key_created && !second.data_key_created);
+    assert_eq!(second.fingerprint, first.fingerprint);
+
+    let mut client = admin(&sandbox).await;
+    let table = KeyTable::new(&config.keys.key_table).unwrap();
+    let company = CompanyKey::load(&first.key_file).unwrap();
+    let rows = admin_client::read_rows(&mut client, &table)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    cipher(&mut client, &table, &company, &DataKeyCache::new())
+        .await
+        .expect("the demo data key unwraps");
+    drop(client);
+    sandbox.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn demo_provisioning_never_generates_for_a_real_upstream() {
+    use tdsguard::crypto::demo::provision_demo;
+
+    let sandbox = TestSandbox::start().await;
+    let mut config = demo_config(&sandbox);
+    config.upstream.mode = tdsguard::config::UpstreamMode::Server;
+    config.upstream.host = Some("db.example.net".to_owned());
+
+    let error = provision_demo(&config, sandbox.addr(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("tdsguard init-db"), "{error}");
+    assert!(!config.listen.data_dir.exists(), "nothing was written");
+    sandbox.handle.shutdown().await;
+}

@@ -4,6 +4,7 @@
 pub mod binding;
 pub mod company_key;
 pub mod data_key;
+pub mod demo;
 pub mod envelope;
 pub mod error;
 pub(crate) mod hex;
