@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tdsguard::cli::admin_client::{self, AdminClient, Credentials, Target};
 use tdsguard::cli::{init_db, keygen, rewrap, rotate};
@@ -355,5 +356,186 @@ async fn demo_provisioning_never_generates_for_a_real_upstream() {
         .to_string();
     assert!(error.contains("tdsguard init-db"), "{error}");
     assert!(!config.listen.data_dir.exists(), "nothing was written");
+    sandbox.handle.shutdown().await;
+}
+
+/// A plaintext TDS 7.4 session spoken with the codec, as the relay speaks upstream: the key
+/// query's request bytes go out and the reply's bytes are fed to the parser as they come.
+mod raw {
+    use bytes::BytesMut;
+    use tdsguard::tds::all_headers::{AllHeaders, Header};
+    use tdsguard::tds::login7::{version, Login7};
+    use tdsguard::tds::packet::{encode_message, PacketType, DEFAULT_PACKET_SIZE};
+    use tdsguard::tds::prelogin::{token, PreLogin};
+    use tdsguard::tds::sql_batch::SqlBatch;
+    use tdsguard::tds::token::{decode_all, Token, TokenContext};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub struct Session {
+        pub tcp: TcpStream,
+        pub transaction: u64,
+    }
+
+    impl Session {
+        pub async fn login(addr: std::net::SocketAddr, password: &str) -> Session {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let mut prelogin = PreLogin::new();
+            prelogin.set_option(token::VERSION, &[0; 6]);
+            prelogin.set_option(token::ENCRYPTION, &[0x02]);
+            let mut payload = BytesMut::new();
+            prelogin.encode(&mut payload).unwrap();
+            send(&mut tcp, PacketType::PreLogin, &payload).await;
+            read_message(&mut tcp).await;
+
+            let mut login = Login7::default();
+            login.tds_version = version::TDS74;
+            login.packet_size = DEFAULT_PACKET_SIZE as u32;
+            login.username = "sa".into();
+            login.password = password.to_owned().into();
+            login.database = "tdsguard".into();
+            login.app_name = "keys_e2e".into();
+            let mut payload = BytesMut::new();
+            login.encode(&mut payload).unwrap();
+            send(&mut tcp, PacketType::Login7, &payload).await;
+            let reply = read_message(&mut tcp).await;
+            let tokens = decode_all(&reply, &mut TokenContext::default()).unwrap();
+            assert!(
+                tokens.iter().any(|t| matches!(t, Token::LoginAck(_))),
+                "login"
+            );
+            Session {
+                tcp,
+                transaction: 0,
+            }
+        }
+
+        /// Runs a batch and remembers a BEGIN TRANSACTION descriptor.
+        pub async fn batch(&mut self, text: &str) {
+            let batch = SqlBatch {
+                all_headers: Some(AllHeaders {
+                    headers: vec![Header::TransactionDescriptor {
+                        descriptor: self.transaction,
+                        outstanding_requests: 1,
+                    }],
+                }),
+                text: text.to_owned(),
+            };
+            let mut payload = BytesMut::new();
+            batch.encode(&mut payload).unwrap();
+            send(&mut self.tcp, PacketType::SqlBatch, &payload).await;
+            let reply = read_message(&mut self.tcp).await;
+            for token in decode_all(&reply, &mut TokenContext::default()).unwrap() {
+                if let Token::EnvChange(change) = &token {
+                    if let Some(bytes) = change.begin_transaction() {
+                        self.transaction = u64::from_le_bytes(bytes.try_into().unwrap());
+                    }
+                }
+            }
+        }
+
+        pub async fn send_payload(&mut self, payload: &[u8]) {
+            send(&mut self.tcp, PacketType::SqlBatch, payload).await;
+        }
+
+        /// The payload of the next packet and whether it ended the message.
+        pub async fn read_packet(&mut self) -> (Vec<u8>, bool) {
+            let mut header = [0u8; 8];
+            self.tcp.read_exact(&mut header).await.unwrap();
+            let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            let mut payload = vec![0u8; length - 8];
+            self.tcp.read_exact(&mut payload).await.unwrap();
+            (payload, header[1] & 0x01 != 0)
+        }
+    }
+
+    async fn send(tcp: &mut TcpStream, ty: PacketType, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        encode_message(ty, 0, payload, DEFAULT_PACKET_SIZE, &mut out).unwrap();
+        tcp.write_all(&out).await.unwrap();
+    }
+
+    async fn read_message(tcp: &mut TcpStream) -> Vec<u8> {
+        let mut message = Vec::new();
+        loop {
+            let mut header = [0u8; 8];
+            tcp.read_exact(&mut header).await.unwrap();
+            let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            let mut payload = vec![0u8; length - 8];
+            tcp.read_exact(&mut payload).await.unwrap();
+            message.extend_from_slice(&payload);
+            if header[1] & 0x01 != 0 {
+                return message;
+            }
+        }
+    }
+}
+
+/// Sends the key query through `session` and feeds the reply, packet by packet, to the parser.
+async fn load_through_session(
+    session: &mut raw::Session,
+    source: &tdsguard::crypto::session_keys::KeySource,
+) -> tdsguard::crypto::session_keys::KeyOutcome {
+    let mut request = bytes::BytesMut::new();
+    source
+        .encode_request(session.transaction, &mut request)
+        .unwrap();
+    session.send_payload(&request).await;
+
+    let mut reply = source.reply("tdsguard", tdsguard::tds::token::TokenContext::default());
+    loop {
+        let (payload, last) = session.read_packet().await;
+        reply.handle_bytes(&payload);
+        if let Some(outcome) = reply.poll_outcome().unwrap() {
+            assert!(last, "the outcome comes with the final packet");
+            return outcome;
+        }
+        assert!(!last, "the reply ended without an outcome");
+    }
+}
+
+#[tokio::test]
+async fn session_key_query_runs_in_the_application_session() {
+    use tdsguard::crypto::session_keys::{KeyRefusal, KeySource};
+
+    let sandbox = TestSandbox::start().await;
+    let company = Arc::new(new_key(sandbox.dir.path(), "company.pem"));
+    let table = KeyTable::new(TABLE).unwrap();
+    let source = KeySource::new(table.clone(), Arc::clone(&company))
+        .with_cache(Arc::new(DataKeyCache::new()));
+    let mut session = raw::Session::login(sandbox.addr(), PASSWORD).await;
+
+    let refusal = load_through_session(&mut session, &source)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(refusal, KeyRefusal::NoKeyTable { .. }),
+        "{refusal}"
+    );
+
+    let mut client = admin(&sandbox).await;
+    init_db::init_db(&mut client, &table, &company, false)
+        .await
+        .unwrap();
+    let admin_side = cipher(&mut client, &table, &company, &DataKeyCache::new())
+        .await
+        .unwrap();
+    let envelope = admin_side
+        .seal(Mode::Randomized, &binding(), b"555-12-3456")
+        .unwrap();
+
+    session.batch("BEGIN TRANSACTION").await;
+    assert_ne!(session.transaction, 0, "the sandbox announced a descriptor");
+    let loaded = load_through_session(&mut session, &source)
+        .await
+        .expect("keys load inside the application's transaction");
+    assert_eq!(loaded.current_key_id(), DataKeyId::new(1).unwrap());
+    assert_eq!(
+        &loaded.open(&binding(), &envelope).unwrap()[..],
+        b"555-12-3456"
+    );
+    session.batch("COMMIT TRANSACTION").await;
+    drop(client);
     sandbox.handle.shutdown().await;
 }
