@@ -539,3 +539,53 @@ async fn session_key_query_runs_in_the_application_session() {
     drop(client);
     sandbox.handle.shutdown().await;
 }
+
+/// A configuration for the command entry points: embedded sandbox under `dir`.
+fn command_config(dir: &Path) -> tdsguard::config::Config {
+    let source = tdsguard::config::Source {
+        file: None,
+        env: vec![],
+    };
+    let mut config =
+        tdsguard::config::Config::load(&source, &tdsguard::config::Overrides::default()).unwrap();
+    config.listen.data_dir = dir.join("data");
+    config.sandbox.data_file = "sandbox.sqlite".into();
+    config.keys.company_key_file = Some(dir.join("company.pem"));
+    config
+}
+
+#[test]
+fn commands_run_against_the_embedded_sandbox_they_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = command_config(dir.path());
+    keygen::keygen_to(&dir.path().join("company.pem"), &mut Vec::new()).unwrap();
+    keygen::keygen_to(&dir.path().join("next.pem"), &mut Vec::new()).unwrap();
+
+    init_db::run(&config, None, false).expect("init-db");
+    let again = init_db::run(&config, None, false).unwrap_err();
+    assert!(format!("{again:#}").contains("already holds data keys"), "{again:#}");
+    rotate::run(&config, None).expect("rotate-data-key");
+    rewrap::run(&config, None, &dir.path().join("next.pem"), false).expect("rewrap");
+
+    let mut moved = command_config(dir.path());
+    moved.keys.company_key_file = Some(dir.path().join("next.pem"));
+    let error = rotate::run(&config, None).unwrap_err();
+    assert!(format!("{error:#}").contains("no data key for company key"), "{error:#}");
+    rotate::run(&moved, None).expect("the new company key holds the keys");
+    assert!(dir.path().join("data/sandbox.sqlite").exists());
+}
+
+#[test]
+fn init_db_refuses_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = command_config(dir.path());
+    let path = dir.path().join("company.pem");
+    keygen::keygen_to(&path, &mut Vec::new()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let error = format!("{:#}", init_db::run(&config, None, false).unwrap_err());
+    assert!(error.contains(&format!("chmod 600 {}", path.display())), "{error}");
+    assert!(!dir.path().join("data").exists(), "no connection was attempted");
+}

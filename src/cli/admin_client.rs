@@ -21,7 +21,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, UpstreamConfig, UpstreamEncryption, UpstreamMode};
+use crate::config::{
+    Config, ConfigError, Overrides, Source, UpstreamConfig, UpstreamEncryption, UpstreamMode,
+};
 use crate::crypto::key_table::{insert_values, parse_row};
 use crate::crypto::{Fingerprint, KeyTable, WrappedDataKey};
 use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions, TlsSource};
@@ -76,6 +78,17 @@ pub struct Target {
 pub struct Upstream {
     pub target: Target,
     sandbox: Option<SandboxHandle>,
+}
+
+/// Loads the configuration for a key command. The administrator variables share the
+/// `TDSGUARD_` prefix of the configuration's environment layer, which would take them for
+/// unknown keys, so they are left out of that layer.
+pub fn load_config(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut source = Source::from_process(file);
+    source
+        .env
+        .retain(|(name, _)| name != ADMIN_USER_ENV && name != ADMIN_PASSWORD_ENV);
+    Config::load(&source, overrides)
 }
 
 impl Credentials {
@@ -210,7 +223,12 @@ impl Upstream {
                 sandbox: None,
             });
         }
-        let handle = Sandbox::start(sandbox_options(config))
+        let options = sandbox_options(config);
+        if let Some(dir) = options.data_file.parent() {
+            // The sandbox opens its SQLite file but does not create the directory.
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let handle = Sandbox::start(options)
             .await
             .context("starting the embedded sandbox")?;
         let mut target = Target::sandbox(handle.addr(), handle.cert_pem_path());

@@ -155,10 +155,17 @@ fn run_key_command(
     overrides: &Overrides,
     command: impl FnOnce(&Config) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(config) = load_config(cli, overrides) else {
-        return Ok(ExitCode::from(EXIT_CONFIG));
+    let config = match admin_client::load_config(cli.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tdsguard: configuration error: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
     };
-    init_logging(&config.log.level, config.log.format);
+    // tiberius logs every server error at ERROR, expected ones (a missing table) included;
+    // the command reports the errors that matter itself.
+    let level = format!("{},tiberius=off", config.log.level);
+    init_logging(&level, config.log.format);
     command(&config)
 }
 
