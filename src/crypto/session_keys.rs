@@ -665,6 +665,15 @@ mod tests {
     }
 
     #[test]
+    fn format_doc_shows_the_query_for_the_default_table() {
+        let doc = include_str!("../../docs/FORMAT.md");
+        let table = KeyTable::new(crate::crypto::key_table::DEFAULT_TABLE_NAME).unwrap();
+        let source = KeySource::new(table, company(TEST_KEY_A_PEM));
+        assert!(doc.contains(&source.query_text()));
+        assert!(doc.contains(&KEY_REFUSAL_ERROR_NUMBER.to_string()));
+    }
+
+    #[test]
     fn rows_give_a_cipher_sealing_under_the_highest_id_and_opening_older_ones() {
         let company = company(TEST_KEY_A_PEM);
         let source = source(&company);
