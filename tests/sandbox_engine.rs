@@ -818,6 +818,46 @@ fn procedures_and_sp_executesql() {
 }
 
 #[test]
+fn describe_procedures_return_typed_rows() {
+    let mut db = Db::new();
+    db.ok(PATIENTS);
+    let mut sink = Collect::default();
+    let sql = p(
+        "",
+        SqlType::NVarChar(Len::Max),
+        s("SELECT id, balance FROM Patients WHERE name = @n"),
+    );
+    db.engine.call_procedure(
+        &mut db.session,
+        "sp_describe_first_result_set",
+        std::slice::from_ref(&sql),
+        &mut sink,
+    );
+    let results = sink.results();
+    assert_eq!(results[0].0.len(), 39);
+    let rows = &results[0].1;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.len() == 39));
+    assert_eq!(rows[1][2], s("balance"));
+    assert_eq!(rows[1][5], s("decimal(10,2)"));
+    assert_eq!(rows[0][29], Value::Bool(true), "is_identity_column");
+
+    let mut sink = Collect::default();
+    db.engine.call_procedure(
+        &mut db.session,
+        "sp_describe_undeclared_parameters",
+        &[sql],
+        &mut sink,
+    );
+    let results = sink.results();
+    assert_eq!(results[0].0.len(), 24);
+    assert_eq!(results[0].1.len(), 1);
+    assert_eq!(results[0].1[0][1], s("@n"));
+    assert_eq!(results[0].1[0][3], s("nvarchar(50)"));
+    assert!(sink.events.iter().any(|e| matches!(e, Event::Status(0))));
+}
+
+#[test]
 fn driver_connection_probes() {
     let mut db = Db::new();
     let c = db.ok(

@@ -17,6 +17,7 @@ pub mod keygen;
 pub mod rewrap;
 pub mod rotate;
 pub mod sandbox;
+pub mod serve;
 
 /// A command failed while running.
 pub const EXIT_FAILURE: u8 = 1;
@@ -42,6 +43,8 @@ pub struct Cli {
 /// The subcommands. Without one, `serve` runs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the proxy (the default command).
+    Serve(serve::ServeArgs),
     /// Validate the configuration and exit.
     Check,
 
@@ -106,7 +109,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         log_level: cli.log_level.clone(),
     };
     match cli.command {
-        Some(Command::Check) | None => {
+        None => serve::run(&cli, &serve::ServeArgs::default()),
+        Some(Command::Serve(ref args)) => serve::run(&cli, args),
+        Some(Command::Check) => {
             let Some(config) = load_config(&cli, &overrides) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };

@@ -102,6 +102,8 @@ fn insert_shape(
             format!("Cannot insert explicit value for identity column in table '{}' when IDENTITY_INSERT is set to OFF.", table.name),
         ));
     }
+    // TODO(tdsguard): with IDENTITY_INSERT ON, explicit values above the next identity value
+    // should move it forward as SQL Server does.
     let listed = |c: &ColumnInfo| {
         explicit
             .iter()

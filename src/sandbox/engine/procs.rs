@@ -271,6 +271,20 @@ pub(crate) fn call(
             finish(ex, s, 0);
             Ok(())
         }
+        "sp_describe_first_result_set" => {
+            let sql = text_arg(&args, 0).unwrap_or_default();
+            let cols = ex.engine.describe_first_result_set(s, &sql)?;
+            describe_first_result_set(ex, s, &cols);
+            finish(ex, s, 0);
+            Ok(())
+        }
+        "sp_describe_undeclared_parameters" => {
+            let sql = text_arg(&args, 0).unwrap_or_default();
+            let params = ex.engine.describe_undeclared_parameters(s, &sql)?;
+            describe_undeclared(ex, s, &params);
+            finish(ex, s, 0);
+            Ok(())
+        }
         _ => user_procedure(ex, s, name, args),
     }
 }
@@ -633,6 +647,208 @@ fn datatype_info(ex: &mut Exec<'_, '_>, s: &Session, filter: Option<i64>) {
         n += 1;
     }
     let done = s.done(Some(n), false);
+    ex.sink.done(done);
+}
+
+/// TDS type byte a column of this type is sent with (MS-TDS 2.2.5.4: the nullable forms
+/// INTN 0x26, BITN 0x68, FLTN 0x6D, MONEYN 0x6E, DATETIMN 0x6F; the others as named).
+fn tds_type_id(ty: &SqlType) -> i64 {
+    match ty {
+        SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt => 0x26,
+        SqlType::Bit => 0x68,
+        SqlType::Float { .. } | SqlType::Real => 0x6D,
+        SqlType::Money | SqlType::SmallMoney => 0x6E,
+        SqlType::DateTime | SqlType::SmallDateTime => 0x6F,
+        other => catalog::system_type_id(other),
+    }
+}
+
+fn sysname() -> SqlType {
+    SqlType::NVarChar(Len::N(128))
+}
+
+fn type_columns(prefix: &str) -> Vec<ColumnDesc> {
+    let c = |n: &str, t: SqlType| ColumnDesc::computed(format!("{prefix}{n}"), t, true);
+    vec![
+        c("system_type_id", SqlType::Int),
+        c("system_type_name", SqlType::NVarChar(Len::N(256))),
+        c("max_length", SqlType::SmallInt),
+        c("precision", SqlType::TinyInt),
+        c("scale", SqlType::TinyInt),
+    ]
+}
+
+fn type_values(ty: &SqlType) -> Vec<Value> {
+    vec![
+        Value::Int(catalog::system_type_id(ty)),
+        Value::String(ty.to_string()),
+        Value::Int(ty.max_length().into()),
+        Value::Int(ty.precision().into()),
+        Value::Int(ty.scale().into()),
+    ]
+}
+
+/// The result set of sp_describe_first_result_set. Columns follow SQL Server's order; the
+/// CLR, XML and source_* columns are NULL.
+fn describe_first_result_set(ex: &mut Exec<'_, '_>, s: &Session, cols: &[ColumnDesc]) {
+    let c = |n: &str, t: SqlType| ColumnDesc::computed(n, t, true);
+    let mut desc = vec![
+        c("is_hidden", SqlType::Bit),
+        c("column_ordinal", SqlType::Int),
+        c("name", sysname()),
+        c("is_nullable", SqlType::Bit),
+    ];
+    desc.extend(type_columns(""));
+    desc.push(c("collation_name", sysname()));
+    desc.push(c("user_type_id", SqlType::Int));
+    for n in ["user_type_database", "user_type_schema", "user_type_name"] {
+        desc.push(c(n, sysname()));
+    }
+    desc.push(c(
+        "assembly_qualified_type_name",
+        SqlType::NVarChar(Len::N(4000)),
+    ));
+    desc.push(c("xml_collection_id", SqlType::Int));
+    for n in [
+        "xml_collection_database",
+        "xml_collection_schema",
+        "xml_collection_name",
+    ] {
+        desc.push(c(n, sysname()));
+    }
+    for n in [
+        "is_xml_document",
+        "is_case_sensitive",
+        "is_fixed_length_clr_type",
+    ] {
+        desc.push(c(n, SqlType::Bit));
+    }
+    for n in [
+        "source_server",
+        "source_database",
+        "source_schema",
+        "source_table",
+        "source_column",
+    ] {
+        desc.push(c(n, sysname()));
+    }
+    for n in [
+        "is_identity_column",
+        "is_part_of_unique_key",
+        "is_updateable",
+        "is_computed_column",
+        "is_sparse_column_set",
+    ] {
+        desc.push(c(n, SqlType::Bit));
+    }
+    for n in [
+        "ordinal_in_order_by_list",
+        "order_by_list_length",
+        "order_by_is_descending",
+    ] {
+        desc.push(c(n, SqlType::SmallInt));
+    }
+    for n in ["tds_type_id", "tds_length", "tds_collation_id"] {
+        desc.push(c(n, SqlType::Int));
+    }
+    desc.push(c("tds_collation_sort_id", SqlType::TinyInt));
+    ex.sink.columns(&desc);
+    for (i, col) in cols.iter().enumerate() {
+        let mut row = vec![
+            Value::Bool(false),
+            Value::Int(i as i64 + 1),
+            Value::String(col.name.clone()),
+            Value::Bool(col.nullable),
+        ];
+        row.extend(type_values(&col.ty));
+        row.push(
+            col.collation
+                .map_or(Value::Null, |c| Value::String(c.into())),
+        );
+        row.push(Value::Null);
+        row.extend(std::iter::repeat_n(Value::Null, 3 + 1 + 1 + 3));
+        row.extend([Value::Bool(false), Value::Bool(false), Value::Bool(false)]);
+        row.extend(std::iter::repeat_n(Value::Null, 3));
+        row.push(col.table.clone().map_or(Value::Null, Value::String));
+        row.push(
+            col.table
+                .as_ref()
+                .map_or(Value::Null, |_| Value::String(col.name.clone())),
+        );
+        row.extend([
+            Value::Bool(col.identity),
+            Value::Null,
+            Value::Bool(col.table.is_some()),
+            Value::Bool(false),
+            Value::Bool(false),
+        ]);
+        row.extend(std::iter::repeat_n(Value::Null, 3));
+        row.push(Value::Int(tds_type_id(&col.ty)));
+        row.push(Value::Int(col.ty.max_length().into()));
+        // TODO(tdsguard): collation id and sort id of SQL_Latin1_General_CP1_CI_AS.
+        row.extend([Value::Null, Value::Null]);
+        ex.sink.row(&row);
+    }
+    let done = s.done(Some(cols.len() as u64), false);
+    ex.sink.done(done);
+}
+
+/// The result set of sp_describe_undeclared_parameters.
+fn describe_undeclared(ex: &mut Exec<'_, '_>, s: &Session, params: &[(String, SqlType)]) {
+    let c = |n: &str, t: SqlType| ColumnDesc::computed(n, t, true);
+    let mut desc = vec![c("parameter_ordinal", SqlType::Int), c("name", sysname())];
+    desc.extend(type_columns("suggested_"));
+    desc.push(c("suggested_user_type_id", SqlType::Int));
+    for n in [
+        "suggested_user_type_database",
+        "suggested_user_type_schema",
+        "suggested_user_type_name",
+    ] {
+        desc.push(c(n, sysname()));
+    }
+    desc.push(c(
+        "suggested_assembly_qualified_type_name",
+        SqlType::NVarChar(Len::N(4000)),
+    ));
+    desc.push(c("suggested_xml_collection_id", SqlType::Int));
+    for n in [
+        "suggested_xml_collection_database",
+        "suggested_xml_collection_schema",
+        "suggested_xml_collection_name",
+    ] {
+        desc.push(c(n, sysname()));
+    }
+    for n in [
+        "suggested_is_xml_document",
+        "suggested_is_case_sensitive",
+        "suggested_is_fixed_length_clr_type",
+        "suggested_is_input",
+        "suggested_is_output",
+    ] {
+        desc.push(c(n, SqlType::Bit));
+    }
+    desc.push(c("formal_parameter_name", sysname()));
+    desc.push(c("suggested_tds_type_id", SqlType::Int));
+    desc.push(c("suggested_tds_length", SqlType::Int));
+    ex.sink.columns(&desc);
+    for (i, (name, ty)) in params.iter().enumerate() {
+        let mut row = vec![Value::Int(i as i64 + 1), Value::String(name.clone())];
+        row.extend(type_values(ty));
+        row.push(Value::Int(catalog::system_type_id(ty)));
+        row.extend(std::iter::repeat_n(Value::Null, 3 + 1 + 1 + 3));
+        row.extend([
+            Value::Bool(false),
+            Value::Bool(false),
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Bool(false),
+        ]);
+        row.push(Value::Null);
+        row.push(Value::Int(tds_type_id(ty)));
+        row.push(Value::Int(ty.max_length().into()));
+        ex.sink.row(&row);
+    }
+    let done = s.done(Some(params.len() as u64), false);
     ex.sink.done(done);
 }
 
