@@ -320,6 +320,8 @@ pub async fn read_rows(
         }
         other => other.with_context(|| format!("reading {}", table.name()))?,
     };
+    // TODO(tdsguard): tiberius collects the whole result before the cap is checked; the
+    // server is the configured upstream, and a row is at most about 600 bytes.
     if rows.len() > MAX_KEY_ROWS {
         bail!("{} holds more than {MAX_KEY_ROWS} rows", table.name());
     }

@@ -69,7 +69,8 @@ pub async fn rotate_data_key(
     if previous.is_empty() {
         if let Some(other) = rows.first() {
             bail!(
-                "{} holds no data key for company key {}; its keys are wrapped for company key                  {} (configure that key in keys.company_key_file)",
+                "{} holds no data key for company key {}; its keys are wrapped for company key \
+                 {} (configure that key in keys.company_key_file)",
                 table.name(),
                 company.fingerprint(),
                 other.company_key

@@ -309,7 +309,10 @@ impl KeyReply {
     /// Unwraps every row of this company key; the highest id seals, all open.
     fn build_cipher(&mut self) -> KeyOutcome {
         self.rows.sort_by_key(|row| row.key_id);
-        let duplicate = self.rows.windows(2).any(|w| w[0].key_id == w[1].key_id);
+        let duplicate = self
+            .rows
+            .windows(2)
+            .any(|pair| matches!(pair, [a, b] if a.key_id == b.key_id));
         if duplicate {
             return Err(KeyRefusal::MalformedReply {
                 database: self.database.clone(),
