@@ -563,14 +563,20 @@ fn commands_run_against_the_embedded_sandbox_they_start() {
 
     init_db::run(&config, None, false).expect("init-db");
     let again = init_db::run(&config, None, false).unwrap_err();
-    assert!(format!("{again:#}").contains("already holds data keys"), "{again:#}");
+    assert!(
+        format!("{again:#}").contains("already holds data keys"),
+        "{again:#}"
+    );
     rotate::run(&config, None).expect("rotate-data-key");
     rewrap::run(&config, None, &dir.path().join("next.pem"), false).expect("rewrap");
 
     let mut moved = command_config(dir.path());
     moved.keys.company_key_file = Some(dir.path().join("next.pem"));
     let error = rotate::run(&config, None).unwrap_err();
-    assert!(format!("{error:#}").contains("no data key for company key"), "{error:#}");
+    assert!(
+        format!("{error:#}").contains("no data key for company key"),
+        "{error:#}"
+    );
     rotate::run(&moved, None).expect("the new company key holds the keys");
     assert!(dir.path().join("data/sandbox.sqlite").exists());
 }
@@ -586,6 +592,12 @@ fn init_db_refuses_a_key_file_others_can_read() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let error = format!("{:#}", init_db::run(&config, None, false).unwrap_err());
-    assert!(error.contains(&format!("chmod 600 {}", path.display())), "{error}");
-    assert!(!dir.path().join("data").exists(), "no connection was attempted");
+    assert!(
+        error.contains(&format!("chmod 600 {}", path.display())),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "no connection was attempted"
+    );
 }
