@@ -601,3 +601,54 @@ fn init_db_refuses_a_key_file_others_can_read() {
         "no connection was attempted"
     );
 }
+
+/// `[upstream]` pointing at the test sandbox as if it were a real server.
+fn server_config(
+    sandbox: &TestSandbox,
+    encryption: tdsguard::config::UpstreamEncryption,
+) -> tdsguard::config::Config {
+    let mut config = command_config(sandbox.dir.path());
+    config.upstream.mode = tdsguard::config::UpstreamMode::Server;
+    config.upstream.host = Some("localhost".to_owned());
+    config.upstream.port = sandbox.addr().port();
+    config.upstream.encryption = encryption;
+    config
+}
+
+async fn init_through(config: &tdsguard::config::Config) -> anyhow::Result<()> {
+    let upstream = admin_client::Upstream::start(config).await?;
+    let credentials = Credentials::new("sa", PASSWORD);
+    let mut client = admin_client::connect(&upstream.target, &credentials, None).await?;
+    let company = new_key(config.listen.data_dir.parent().unwrap(), "server-mode.pem");
+    let table = KeyTable::new(TABLE).unwrap();
+    init_db::init_db(&mut client, &table, &company, true).await?;
+    upstream.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_mode_uses_the_upstream_tls_settings() {
+    use tdsguard::config::UpstreamEncryption;
+
+    let sandbox = TestSandbox::start().await;
+    for encryption in [UpstreamEncryption::Tls, UpstreamEncryption::Strict] {
+        let mut config = server_config(&sandbox, encryption);
+        config.upstream.ca_file = Some(sandbox.cert_pem());
+        init_through(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{encryption:?} with ca_file: {e:#}"));
+        let _ = std::fs::remove_file(sandbox.dir.path().join("server-mode.pem"));
+    }
+
+    let unverified = server_config(&sandbox, UpstreamEncryption::Tls);
+    let error = format!("{:#}", init_through(&unverified).await.unwrap_err());
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    let _ = std::fs::remove_file(sandbox.dir.path().join("server-mode.pem"));
+
+    let mut trusting = server_config(&sandbox, UpstreamEncryption::Tls);
+    trusting.upstream.trust_server_certificate = true;
+    init_through(&trusting)
+        .await
+        .expect("trust_server_certificate");
+    sandbox.handle.shutdown().await;
+}
