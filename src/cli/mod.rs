@@ -9,9 +9,13 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides, Source};
 
+pub mod admin_client;
 pub mod check;
 pub mod dump;
+pub mod init_db;
 pub mod keygen;
+pub mod rewrap;
+pub mod rotate;
 pub mod sandbox;
 pub mod serve;
 
@@ -62,8 +66,40 @@ pub enum Command {
         #[arg(long)]
         roundtrip: bool,
     },
+
     /// Run the embedded stand-in server alone.
     Sandbox(sandbox::SandboxArgs),
+
+    /// Create the key table and the database's data key (administrator login from
+    /// TDSGUARD_ADMIN_USER / TDSGUARD_ADMIN_PASSWORD or a prompt).
+    InitDb {
+        /// Database to initialise; the login's default database when absent.
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// Discard existing data keys (values sealed under them stop decrypting).
+        #[arg(long)]
+        replace: bool,
+    },
+
+    /// Wrap every data key again under a new company key; no value changes.
+    Rewrap {
+        /// The new company key (PKCS#8 PEM, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+        /// Database whose keys are rewrapped; the login's default database when absent.
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// Keep the rows of the current company key next to the new ones.
+        #[arg(long)]
+        keep_old: bool,
+    },
+
+    /// Add a data key with the next id for new values; older ids keep decrypting.
+    RotateDataKey {
+        /// Database to rotate; the login's default database when absent.
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+    },
 }
 
 /// Runs the parsed command line.
@@ -97,7 +133,45 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&config.log.level, config.log.format);
             sandbox::run(&config, args)
         }
+        Some(Command::InitDb {
+            ref database,
+            replace,
+        }) => run_key_command(&cli, &overrides, |config| {
+            init_db::run(config, database.as_deref(), replace)
+        }),
+        Some(Command::Rewrap {
+            ref new_key,
+            ref database,
+            keep_old,
+        }) => run_key_command(&cli, &overrides, |config| {
+            rewrap::run(config, database.as_deref(), new_key, keep_old)
+        }),
+        Some(Command::RotateDataKey { ref database }) => {
+            run_key_command(&cli, &overrides, |config| {
+                rotate::run(config, database.as_deref())
+            })
+        }
     }
+}
+
+/// Loads the configuration and logging, then runs a key table command.
+fn run_key_command(
+    cli: &Cli,
+    overrides: &Overrides,
+    command: impl FnOnce(&Config) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let config = match admin_client::load_config(cli.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tdsguard: configuration error: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    // tiberius logs every server error at ERROR, expected ones (a missing table) included;
+    // the command reports the errors that matter itself.
+    let level = format!("{},tiberius=off", config.log.level);
+    init_logging(&level, config.log.format);
+    command(&config)
 }
 
 fn run_dump(

@@ -4,11 +4,13 @@
 pub mod binding;
 pub mod company_key;
 pub mod data_key;
+pub mod demo;
 pub mod envelope;
 pub mod error;
 pub(crate) mod hex;
 pub mod key_table;
 pub mod rng;
+pub mod session_keys;
 pub mod sql_type;
 
 pub use binding::{ColumnId, ValueBinding};
