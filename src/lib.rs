@@ -2,5 +2,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod rewrite;
 pub mod tds;
 pub mod tls;
