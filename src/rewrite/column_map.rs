@@ -572,6 +572,12 @@ impl ColumnMap {
         self.names.iter().any(|n| words.contains(&n.as_str()))
     }
 
+    /// Whether `text` mentions the name of a table with mapped columns.
+    pub fn mentions_mapped_table(&self, text: &str) -> bool {
+        let lower = text.to_lowercase();
+        self.tables.keys().any(|t| lower.contains(&t.table))
+    }
+
     /// Mapped parameters of a procedure (by canonical name with `@`).
     pub fn procedure(&self, name: &str) -> Option<&HashMap<String, Arc<MappedColumn>>> {
         let (_, key) = TableKey::parse(name)?;
