@@ -322,7 +322,6 @@ fn output_item(tokens: &[&Token]) -> Option<(String, String)> {
 /// A table in scope: its key and the mapped columns it has.
 #[derive(Clone)]
 struct ScopeTable {
-    key: Option<TableKey>,
     /// Canonical alias or name used to qualify columns.
     names: Vec<String>,
     mapped: Vec<Arc<MappedColumn>>,
@@ -465,7 +464,7 @@ impl<'a> Analyzer<'a> {
         if let Some(a) = alias {
             names.push(canonical_ident(&a.value));
         }
-        self.scope.push(ScopeTable { key, names, mapped });
+        self.scope.push(ScopeTable { names, mapped });
     }
 
     fn add_from(&mut self, from: &[TableWithJoins]) {
@@ -491,7 +490,6 @@ impl<'a> Analyzer<'a> {
                     self.accept(&c.name);
                 }
                 self.scope.push(ScopeTable {
-                    key: None,
                     names: alias
                         .iter()
                         .map(|a| canonical_ident(&a.name.value))
