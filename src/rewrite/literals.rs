@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn edits_keep_the_rest_byte_identical() {
         let text = "SELECT 'a' , N'é' -- comment\n";
-        let out = apply_edits(text, vec![(13, 17, "0xAB".into()), (7, 10, "0x01".into())]).unwrap();
+        let out = apply_edits(text, vec![(13, 18, "0xAB".into()), (7, 10, "0x01".into())]).unwrap();
         assert_eq!(out, "SELECT 0x01 , 0xAB -- comment\n");
     }
 
