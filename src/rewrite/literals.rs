@@ -11,15 +11,26 @@ use crate::rewrite::analysis::{Analysis, ValueSource};
 use crate::rewrite::error::{Refusal, RefusalKind};
 use crate::rewrite::Session;
 
+/// Where the text comes from: a SQL batch, whose `@names` are local
+/// variables the proxy cannot see, or an RPC statement, whose `@names` are
+/// parameters sealed separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    Batch,
+    RpcStatement,
+}
+
 /// The rewritten text, or `None` when nothing changes.
 pub fn rewrite_text(
     session: &Session,
     text: &str,
     analysis: &Analysis,
+    kind: TextKind,
 ) -> Result<Option<String>, Refusal> {
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
     for b in &analysis.bindings {
         match &b.source {
+            ValueSource::Param(_) if kind == TextKind::RpcStatement => {}
             ValueSource::Param(p) => {
                 return Err(Refusal::new(
                     RefusalKind::Unsupported,

@@ -198,7 +198,7 @@ impl Session {
         if !analysis.needs_rewrite() {
             return Ok(Outcome::Unchanged);
         }
-        match literals::rewrite_text(self, &batch.text, &analysis) {
+        match literals::rewrite_text(self, &batch.text, &analysis, literals::TextKind::Batch) {
             Ok(None) => Ok(Outcome::Unchanged),
             Ok(Some(text)) => Ok(Outcome::Rewritten(SqlBatch {
                 all_headers: batch.all_headers.clone(),

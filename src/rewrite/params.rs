@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::rewrite::analysis::Analysis;
 use crate::rewrite::column_map::{param_key, MappedColumn};
 use crate::rewrite::error::{Refusal, RefusalKind, RewriteError};
+use crate::rewrite::literals::{self, TextKind};
 use crate::rewrite::{Prepared, Session, MAX_PREPARED_PER_SESSION};
 use crate::tds::rpc::{proc_id, ProcName, RpcCall, RpcParam, RpcRequest};
 use crate::tds::types::value::decode_utf16;
@@ -265,8 +266,12 @@ fn statement_call(
             analysis: Arc::clone(&analysis),
         });
     }
+    let new_stmt = literals::rewrite_text(s, &stmt, &analysis, TextKind::RpcStatement)?;
+    if let (Some(text), Some(p)) = (&new_stmt, call.params.get_mut(layout.stmt)) {
+        set_text(p, text)?;
+    }
     if columns.iter().all(Option::is_none) {
-        return Ok(false);
+        return Ok(new_stmt.is_some());
     }
     let new_decl = rewrite_declarations(s, &decl_text, &decls, &columns)?;
     if let Some(p) = call.params.get_mut(layout.params) {
