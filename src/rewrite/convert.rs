@@ -77,8 +77,8 @@ pub fn canonical(v: SqlValue, plain: &PlainType) -> SqlValue {
             collation,
         },
         (SqlValue::NVarChar(s), _) => SqlValue::NVarChar(s.trim_end_matches(' ').to_string()),
-        (SqlValue::Float(f), _) if f == 0.0 => SqlValue::Float(0.0),
-        (SqlValue::Real(f), _) if f == 0.0 => SqlValue::Real(0.0),
+        (SqlValue::Float(f), _) => SqlValue::Float(if f == 0.0 { 0.0 } else { f }),
+        (SqlValue::Real(f), _) => SqlValue::Real(if f == 0.0 { 0.0 } else { f }),
         (v, _) => v,
     }
 }
