@@ -385,7 +385,11 @@ impl<'a> Analyzer<'a> {
                     statements.push((s, begin.unwrap_or(0), end.unwrap_or(self.text.len())));
                 }
                 Err(_) => {
-                    if self.map.mentions_mapped_name(self.text) {
+                    // Fail closed: text that mentions a mapped table or
+                    // column and cannot be parsed is never sent.
+                    if self.map.mentions_mapped_name(self.text)
+                        || self.map.mentions_mapped_table(self.text)
+                    {
                         self.refuse(unparseable("the statement text could not be parsed"));
                     }
                     return;
@@ -432,6 +436,14 @@ impl<'a> Analyzer<'a> {
             Statement::AlterTable {
                 name, operations, ..
             } => self.alter_table(name, operations),
+            Statement::Drop { .. } | Statement::Truncate { .. } => {}
+            _ if self.mentions_mapped(tokens, begin, end) => {
+                return self.refuse(Refusal::new(
+                    RefusalKind::Unsupported,
+                    "this kind of statement is not analysed by the proxy and it names a mapped \
+                     table or column; it is not sent",
+                ));
+            }
             _ => {}
         }
         let output = outputs.iter().find(|o| o.at >= begin && o.at < end);
@@ -1165,12 +1177,19 @@ impl<'a> Analyzer<'a> {
             .filter_map(|t| Some((self.lines.offset(t.span.start)?, t)))
             .filter(|(at, _)| *at >= begin && *at < end)
             .collect();
+        let words: HashSet<String> = toks
+            .iter()
+            .filter_map(|(_, t)| match &t.token {
+                Token::Word(w) => Some(canonical_ident(&w.value)),
+                _ => None,
+            })
+            .collect();
         for (i, (at, t)) in toks.iter().enumerate() {
             let Token::Word(w) = &t.token else { continue };
             if self.accepted.contains(at) || w.value.starts_with('@') {
                 continue;
             }
-            let Some(name) = self.mapped_mention(&toks, i, &w.value) else {
+            let Some(name) = self.mapped_mention(&toks, i, &w.value, &words) else {
                 continue;
             };
             let kind = classify(&toks, i);
@@ -1193,6 +1212,7 @@ impl<'a> Analyzer<'a> {
         toks: &[(usize, &TokenWithSpan)],
         i: usize,
         word: &str,
+        words: &HashSet<String>,
     ) -> Option<String> {
         let col = canonical_ident(word);
         if let Some(m) = self.aliases.get(&col) {
@@ -1218,8 +1238,41 @@ impl<'a> Analyzer<'a> {
             .iter()
             .filter(|t| qualifier.as_ref().is_none_or(|q| t.names.contains(q)))
             .flat_map(|t| t.mapped.iter())
-            .find(|m| m.column == col)?;
-        Some(found.display_name())
+            .find(|m| m.column == col);
+        if let Some(m) = found {
+            return Some(m.display_name());
+        }
+        let qualified_by_known_table = qualifier
+            .as_ref()
+            .is_some_and(|q| self.scope.iter().any(|t| t.names.contains(q)));
+        if qualified_by_known_table {
+            return None;
+        }
+        // A column of a mapped table the AST walk did not put in scope
+        // (a table inside an expression it does not descend into).
+        self.map
+            .columns_named(self.database, &col)
+            .into_iter()
+            .find(|m| words.contains(&m.table.table))
+            .map(|m| m.display_name())
+    }
+
+    /// Whether `begin..end` mentions a mapped table or column name.
+    fn mentions_mapped(&self, tokens: &[TokenWithSpan], begin: usize, end: usize) -> bool {
+        tokens
+            .iter()
+            .filter(|t| {
+                self.lines
+                    .offset(t.span.start)
+                    .is_some_and(|at| at >= begin && at < end)
+            })
+            .any(|t| match &t.token {
+                Token::Word(w) => {
+                    let text = canonical_ident(&w.value);
+                    self.map.mentions_mapped_name(&text) || self.map.is_mapped_table_name(&text)
+                }
+                _ => false,
+            })
     }
 }
 
@@ -1633,6 +1686,20 @@ pub(crate) mod tests {
         let sql = "ALTER TABLE Patients ADD Dob date NULL";
         let a = ok(sql);
         assert_eq!(&sql[a.schema_edits[0].start..a.schema_edits[0].end], "date");
+    }
+
+    #[test]
+    fn statements_the_walk_does_not_cover_fail_closed() {
+        assert_eq!(
+            refused("SELECT CASE WHEN EXISTS (SELECT 1 FROM Patients WHERE Ssn = '1') THEN 1 END"),
+            50106
+        );
+        assert_eq!(
+            refused("IF EXISTS (SELECT 1 FROM Patients WHERE Ssn = '1') SELECT 1"),
+            50107
+        );
+        ok("DROP TABLE Patients");
+        ok("SELECT v.Ssn FROM dbo.Visits v WHERE v.PatientId IN (SELECT Id FROM Patients)");
     }
 
     #[test]

@@ -578,6 +578,22 @@ impl ColumnMap {
         self.tables.keys().any(|t| lower.contains(&t.table))
     }
 
+    /// Whether `name` (canonical) is the name of a table with mapped columns.
+    pub fn is_mapped_table_name(&self, name: &str) -> bool {
+        self.tables.keys().any(|t| t.table == name)
+    }
+
+    /// Every mapped column called `column` (canonical) in `database`.
+    pub fn columns_named(&self, database: &str, column: &str) -> Vec<Arc<MappedColumn>> {
+        let db = canonical_ident(database);
+        self.tables
+            .values()
+            .flatten()
+            .filter(|m| m.column == column && m.database.as_deref().is_none_or(|d| d == db))
+            .cloned()
+            .collect()
+    }
+
     /// Mapped parameters of a procedure (by canonical name with `@`).
     pub fn procedure(&self, name: &str) -> Option<&HashMap<String, Arc<MappedColumn>>> {
         let (_, key) = TableKey::parse(name)?;
