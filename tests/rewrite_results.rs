@@ -331,3 +331,112 @@ fn output_parameter_of_a_mapped_procedure_is_decrypted() {
         }
     ));
 }
+
+#[test]
+fn env_changes_follow_database_collation_and_reset() {
+    use tdsguard::tds::token::EnvChange;
+    let rw = rewriter(&patients(), &[]);
+    let mut session = rw.session("master");
+    let db = EnvChange::Text {
+        env_type: 1,
+        new: "Clinic".into(),
+        old: "master".into(),
+    };
+    session
+        .handle_token(&Token::EnvChange(db), &TokenContext::default())
+        .unwrap();
+    assert_eq!(session.database(), "Clinic");
+    let reset = EnvChange::Bytes {
+        env_type: 0x12,
+        new: Vec::new(),
+        old: Vec::new(),
+    };
+    session
+        .handle_token(&Token::EnvChange(reset), &TokenContext::default())
+        .unwrap();
+    assert_eq!(session.prepared_count(), 0);
+}
+
+#[test]
+fn describe_first_result_set_shows_plaintext_types() {
+    use tdsguard::tds::rpc::{ProcName, RpcCall, RpcParam, RpcRequest};
+    use tdsguard::tds::types::SqlValue;
+
+    let rw = rewriter(&patients(), &[]);
+    let mut session = rw.session(DB);
+    let mut call = RpcCall::new(ProcName::Name("sp_describe_first_result_set".into()), 0);
+    let text = SqlValue::NVarChar("SELECT Id, Ssn FROM Patients".into());
+    call.params.push(
+        RpcParam::new(
+            "@tsql",
+            0,
+            TypeInfo::nvarchar(8000, tdsguard::rewrite::DEFAULT_COLLATION),
+            &text,
+        )
+        .unwrap(),
+    );
+    let req = RpcRequest {
+        all_headers: None,
+        calls: vec![call],
+    };
+    assert_eq!(session.handle_rpc(&req).unwrap(), Outcome::Unchanged);
+
+    let int4 = TypeInfo::Nullable {
+        ty: NullableType::IntN,
+        len: 4,
+    };
+    let int2 = TypeInfo::Nullable {
+        ty: NullableType::IntN,
+        len: 2,
+    };
+    let meta = Arc::new(ColMetadata {
+        no_metadata: false,
+        cek_table: None,
+        columns: vec![
+            col("column_ordinal", int4.clone()),
+            col(
+                "system_type_name",
+                TypeInfo::nvarchar(512, tdsguard::rewrite::DEFAULT_COLLATION),
+            ),
+            col("max_length", int2),
+            col("system_type_id", int4),
+        ],
+    });
+    let row = |ordinal: i32, name: &str, len: i16, id: i32| {
+        Token::Row(Row {
+            kind: RowKind::Row,
+            null_bitmap: Vec::new(),
+            values: vec![
+                RawValue::Bytes(ordinal.to_le_bytes().to_vec()),
+                RawValue::Bytes(utf16(name)),
+                RawValue::Bytes(len.to_le_bytes().to_vec()),
+                RawValue::Bytes(id.to_le_bytes().to_vec()),
+            ],
+        })
+    };
+    let tokens = client_view(
+        &mut session,
+        &[
+            Token::ColMetadata(meta),
+            row(1, "int", 4, 56),
+            row(2, "varbinary(49)", 49, 165),
+            done(),
+        ],
+    );
+    let Token::Row(first) = &tokens[1] else {
+        panic!("no row")
+    };
+    assert_eq!(first.values[1], RawValue::Bytes(utf16("int")));
+    let Token::Row(second) = &tokens[2] else {
+        panic!("no row")
+    };
+    assert_eq!(second.values[1], RawValue::Bytes(utf16("char(11)")));
+    assert_eq!(
+        second.values[2],
+        RawValue::Bytes(11i16.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        second.values[3],
+        RawValue::Bytes(175i32.to_le_bytes().to_vec())
+    );
+}

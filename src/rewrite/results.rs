@@ -24,12 +24,20 @@ use crate::rewrite::column_map::{canonical_ident, param_key, MappedColumn, Plain
 use crate::rewrite::convert::from_plain_bytes;
 use crate::rewrite::error::{Refusal, RefusalKind, RewriteError};
 use crate::rewrite::{params, Prepared, Session};
+use crate::tds::token::EnvChange;
 use crate::tds::token::{
     ColMetadata, ColumnData, Done, DoneKind, DoneStatus, PlpLength, RawValue, ReturnValue, Row,
     RowKind, Token, TokenContext, TypeInfoRaw,
 };
-use crate::tds::types::{encode_value, SqlValue, TypeInfo, VarLenType};
+use crate::tds::types::{encode_value, Collation, SqlValue, TypeInfo, VarLenType};
 use crate::tds::Reader;
+
+/// ENVCHANGE type: database (2.2.7.9).
+const ENV_DATABASE: u8 = 0x01;
+/// ENVCHANGE type: SQL collation.
+const ENV_SQL_COLLATION: u8 = 0x07;
+/// ENVCHANGE type: RESETCONNECTION / RESETCONNECTIONSKIPTRAN acknowledgement.
+const ENV_RESET_ACK: u8 = 0x12;
 
 /// What to send for one server token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +133,9 @@ pub(crate) fn handle_token(
     token: &Token,
     ctx: &TokenContext,
 ) -> Result<TokenAction, RewriteError> {
+    if let Token::EnvChange(change) = token {
+        observe_env_change(s, change);
+    }
     if !s.pending.active {
         return Ok(TokenAction::Forward);
     }
@@ -134,6 +145,35 @@ pub(crate) fn handle_token(
         Token::ReturnValue(rv) => return_value(s, rv, ctx),
         Token::Done(done) => done_token(s, done, ctx),
         _ => Ok(TokenAction::Forward),
+    }
+}
+
+/// ENVCHANGE types 1 (database), 7 (SQL collation) and 18 (reset
+/// acknowledged), [MS-TDS] 2.2.7.9.
+fn observe_env_change(s: &mut Session, change: &EnvChange) {
+    match change {
+        EnvChange::Text {
+            env_type: ENV_DATABASE,
+            new,
+            ..
+        } => s.set_database(&new.to_string_lossy()),
+        EnvChange::Bytes {
+            env_type: ENV_SQL_COLLATION,
+            new,
+            ..
+        } if new.len() == 5 => {
+            let info = u32::from_le_bytes([new[0], new[1], new[2], new[3]]);
+            s.set_collation(Collation {
+                info,
+                sort_id: new[4],
+            });
+        }
+        // The reset's own response keeps its plan; only handles go.
+        EnvChange::Bytes {
+            env_type: ENV_RESET_ACK,
+            ..
+        } => s.prepared.clear(),
+        _ => {}
     }
 }
 
