@@ -224,3 +224,34 @@ fn unmapped_captures_pass_unchanged() {
     let _ = Arc::clone(&rw);
     let _ = VarLenType::NVarChar;
 }
+
+#[test]
+fn a_local_variable_carrying_a_mapped_value_is_refused() {
+    use tdsguard::rewrite::DEFAULT_COLLATION;
+    use tdsguard::tds::rpc::{proc_id, ProcName, RpcCall};
+    let rw = rewriter(&patients(), &[]);
+    let mut session = rw.session(DB);
+    let text = |s: &str| {
+        RpcParam::new(
+            "",
+            0,
+            TypeInfo::nvarchar(8000, DEFAULT_COLLATION),
+            &SqlValue::NVarChar(s.into()),
+        )
+        .unwrap()
+    };
+    let mut call = RpcCall::new(ProcName::Id(proc_id::SP_EXECUTESQL), 0);
+    call.params = vec![
+        text("DECLARE @x char(11) = @P0\nSELECT Id FROM Patients WHERE Ssn = @x"),
+        text("@P0 nvarchar(11)"),
+        text("123-45-6789"),
+    ];
+    let req = RpcRequest {
+        all_headers: None,
+        calls: vec![call],
+    };
+    let Outcome::Refused(r) = session.handle_rpc(&req).unwrap() else {
+        panic!("not refused")
+    };
+    assert_eq!(r.number(), 50107);
+}

@@ -18,9 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, Insert, MergeAction, MergeInsertKind,
-    ObjectName, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject,
-    TableWithJoins, UnaryOperator, Value,
+    AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, Insert, JoinConstraint, JoinOperator,
+    MergeAction, MergeInsertKind, ObjectName, Query, Select, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, UnaryOperator, Value,
 };
 use sqlparser::dialect::MsSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -484,6 +484,12 @@ impl<'a> Analyzer<'a> {
             self.add_factor(&twj.relation);
             for j in &twj.joins {
                 self.add_factor(&j.relation);
+            }
+        }
+        // ON conditions are read once every table of the FROM is in scope.
+        for j in from.iter().flat_map(|t| t.joins.iter()) {
+            if let Some(on) = join_condition(&j.join_operator) {
+                self.predicate(on);
             }
         }
     }
@@ -1276,6 +1282,23 @@ impl<'a> Analyzer<'a> {
     }
 }
 
+fn join_condition(op: &JoinOperator) -> Option<&Expr> {
+    let constraint = match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c) => c,
+        _ => return None,
+    };
+    match constraint {
+        JoinConstraint::On(e) => Some(e),
+        _ => None,
+    }
+}
+
 fn expression_refusal(what: &str) -> Refusal {
     Refusal::new(
         RefusalKind::Expression,
@@ -1700,6 +1723,18 @@ pub(crate) mod tests {
         );
         ok("DROP TABLE Patients");
         ok("SELECT v.Ssn FROM dbo.Visits v WHERE v.PatientId IN (SELECT Id FROM Patients)");
+    }
+
+    #[test]
+    fn join_conditions_are_analysed() {
+        let a = ok(
+            "SELECT v.Id FROM dbo.Visits v JOIN Patients p ON p.Id = v.PatientId AND p.Ssn = @s",
+        );
+        assert_eq!(params(&a), vec![("@s".into(), "ssn".into(), Role::Lookup)]);
+        assert_eq!(
+            refused("SELECT v.Id FROM Visits v JOIN Patients p ON p.Name = @n"),
+            50104
+        );
     }
 
     #[test]

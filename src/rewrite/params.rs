@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::rewrite::analysis::Analysis;
+use crate::rewrite::analysis::{Analysis, ValueSource};
 use crate::rewrite::column_map::{param_key, MappedColumn};
 use crate::rewrite::error::{Refusal, RefusalKind, RewriteError};
 use crate::rewrite::literals::{self, TextKind};
@@ -249,6 +249,7 @@ fn statement_call(
         return Err(RewriteError::Refused(r.clone()));
     }
     let decls = parse_declarations(&decl_text);
+    check_declared(&analysis, &decls)?;
     let columns: Vec<Option<Arc<MappedColumn>>> = decls
         .iter()
         .map(|d| {
@@ -281,6 +282,26 @@ fn statement_call(
         seal_values(s, call, first, &decls, &columns)?;
     }
     Ok(true)
+}
+
+/// Every parameter bound to a mapped column must be declared in `@params`:
+/// a local variable of the statement would carry the value unsealed.
+fn check_declared(analysis: &Analysis, decls: &[Declaration]) -> Result<(), RewriteError> {
+    for b in &analysis.bindings {
+        let ValueSource::Param(p) = &b.source else {
+            continue;
+        };
+        if !decls.iter().any(|d| d.name == *p) {
+            return Err(refused(
+                RefusalKind::Unsupported,
+                format!(
+                    "{p} is not a declared parameter; a value for {} must be a parameter or a literal",
+                    b.column.display_name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn rewrite_declarations(
