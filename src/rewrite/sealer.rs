@@ -3,7 +3,17 @@
 //! [`ValueCipher`] is the seam to `crypto::envelope`: seal a plaintext bound
 //! to a column and its plaintext type, open an envelope, and say how long an
 //! envelope of a plaintext is (for the `varbinary(n)` declarations). The
-//! production implementation is a small adapter over `EnvelopeCipher`.
+//! production implementation is a small adapter over the crypto module's
+//! `EnvelopeCipher`: `ColumnRef` gives the four parts of its `ColumnId`,
+//! `plaintext_type` is the canonical text its `SqlType::parse` reads back,
+//! the two modes map one to one, and `sealed_len` is its `envelope_len`.
+//! The adapter should keep one `ValueBinding` per column and type, since
+//! building one hashes the names.
+//!
+//! TODO(tdsguard): after a data key rotation, deterministic lookups must
+//! match values sealed under every loaded key (`seal_deterministic_all_keys`
+//! in the crypto module): `col = @p` becomes `col IN (@p_k1, @p_k2, ...)`.
+//! Until then lookups only find values written under the current key.
 
 use std::fmt;
 
