@@ -842,40 +842,10 @@ impl<'a> Analyzer<'a> {
         self.add_factor(source);
         self.predicate(on);
         for c in clauses {
-            let pairs: Vec<(Vec<Ident>, Expr)> = match &c.action {
-                MergeAction::Insert(ins) => match &ins.kind {
-                    MergeInsertKind::Values(v) => v
-                        .rows
-                        .first()
-                        .map(|row| {
-                            ins.columns
-                                .iter()
-                                .map(|c| vec![c.clone()])
-                                .zip(row.iter().cloned())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    MergeInsertKind::Row => Vec::new(),
-                },
-                MergeAction::Update { assignments } => assignments
-                    .iter()
-                    .filter_map(|a| match &a.target {
-                        AssignmentTarget::ColumnName(n) => Some((
-                            n.0.iter().filter_map(|p| p.as_ident().cloned()).collect(),
-                            a.value.clone(),
-                        )),
-                        _ => None,
-                    })
-                    .collect(),
-                MergeAction::Delete => Vec::new(),
-            };
-            for (parts, value) in pairs {
+            for (parts, value) in merge_assignments(&c.action) {
                 let m = parts.last().and_then(|c| {
-                    target
-                        .mapped
-                        .iter()
-                        .find(|m| m.column == canonical_ident(&c.value))
-                        .cloned()
+                    let name = canonical_ident(&c.value);
+                    target.mapped.iter().find(|m| m.column == name).cloned()
                 });
                 match m {
                     Some(m) => {
@@ -1072,54 +1042,27 @@ impl<'a> Analyzer<'a> {
 
     /// A parameter or literal for a mapped column; anything else is refused.
     fn bind_value(&mut self, e: &Expr, m: &Arc<MappedColumn>, role: Role) {
-        let source = match e {
-            Expr::Nested(inner) => return self.bind_value(inner, m, role),
-            Expr::Identifier(i) if i.value.starts_with('@') => {
-                ValueSource::Param(param_key(&i.value))
-            }
-            Expr::Value(v) if v.value == Value::Null => return,
-            Expr::Value(v) => match self.literal(&v.value, v.span.start, v.span.end, false) {
-                Some(l) => ValueSource::Literal(l),
-                None => {
-                    return self.refuse(expression_refusal(&format!(
-                        "this literal for {}",
-                        m.display_name()
-                    )))
-                }
-            },
-            Expr::UnaryOp {
-                op: UnaryOperator::Minus,
-                expr,
-            } => match expr.as_ref() {
-                Expr::Value(v) => match self.literal(&v.value, v.span.start, v.span.end, true) {
-                    Some(l) => ValueSource::Literal(l),
-                    None => return self.refuse(expression_refusal("this literal")),
-                },
-                _ => {
-                    return self.refuse(expression_refusal(&format!(
-                        "an expression for {}",
-                        m.display_name()
-                    )))
-                }
-            },
-            _ => {
-                return self.refuse(Refusal::new(
-                    RefusalKind::Expression,
-                    format!(
-                        "{} gets a value from an expression the proxy cannot encrypt; use a \
-                         parameter or a literal",
-                        m.display_name()
-                    ),
-                ))
-            }
+        if let Expr::Nested(inner) = e {
+            return self.bind_value(inner, m, role);
+        }
+        if matches!(e, Expr::Value(v) if v.value == Value::Null) {
+            return;
+        }
+        let Some(source) = self.value_source(e) else {
+            return self.refuse(Refusal::new(
+                RefusalKind::Expression,
+                format!(
+                    "{} gets a value from an expression the proxy cannot encrypt; use a \
+                     parameter or a literal",
+                    m.display_name()
+                ),
+            ));
         };
         self.out.touches_mapped = true;
         if let ValueSource::Param(p) = &source {
-            if let Some(b) = self.out.param_column(p) {
-                if b.column != *m {
-                    let msg = format!("parameter {p} is used for two different mapped columns");
-                    return self.refuse(Refusal::new(RefusalKind::Unsupported, msg));
-                }
+            if self.out.param_column(p).is_some_and(|b| b.column != *m) {
+                let msg = format!("parameter {p} is used for two different mapped columns");
+                return self.refuse(Refusal::new(RefusalKind::Unsupported, msg));
             }
         }
         self.out.bindings.push(Binding {
@@ -1127,6 +1070,28 @@ impl<'a> Analyzer<'a> {
             column: Arc::clone(m),
             role,
         });
+    }
+
+    /// A parameter, or a literal (possibly negated) with its span.
+    fn value_source(&self, e: &Expr) -> Option<ValueSource> {
+        match e {
+            Expr::Identifier(i) if i.value.starts_with('@') => {
+                Some(ValueSource::Param(param_key(&i.value)))
+            }
+            Expr::Value(v) => self
+                .literal(&v.value, v.span.start, v.span.end, false)
+                .map(ValueSource::Literal),
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match expr.as_ref() {
+                Expr::Value(v) => self
+                    .literal(&v.value, v.span.start, v.span.end, true)
+                    .map(ValueSource::Literal),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// A literal's typed value and byte span (a leading minus included).
@@ -1304,6 +1269,35 @@ fn expression_refusal(what: &str) -> Refusal {
         RefusalKind::Expression,
         format!("{what} is not a parameter or literal; the proxy cannot encrypt it"),
     )
+}
+
+/// The (target column, value) pairs of a MERGE action: INSERT (cols)
+/// VALUES (...) and UPDATE SET col = value.
+fn merge_assignments(action: &MergeAction) -> Vec<(Vec<Ident>, Expr)> {
+    match action {
+        MergeAction::Insert(ins) => match &ins.kind {
+            MergeInsertKind::Values(v) => v.rows.first().map_or_else(Vec::new, |row| {
+                let columns = ins.columns.iter().map(|c| vec![c.clone()]);
+                columns.zip(row.iter().cloned()).collect()
+            }),
+            MergeInsertKind::Row => Vec::new(),
+        },
+        MergeAction::Update { assignments } => assignments
+            .iter()
+            .filter_map(|a| match &a.target {
+                AssignmentTarget::ColumnName(n) => Some((ident_parts(n), a.value.clone())),
+                _ => None,
+            })
+            .collect(),
+        MergeAction::Delete => Vec::new(),
+    }
+}
+
+fn ident_parts(name: &ObjectName) -> Vec<Ident> {
+    name.0
+        .iter()
+        .filter_map(|p| p.as_ident().cloned())
+        .collect()
 }
 
 struct MergeSource {

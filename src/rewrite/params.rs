@@ -228,22 +228,10 @@ fn statement_call(
     call: &mut RpcCall,
     layout: Layout,
 ) -> Result<bool, RewriteError> {
-    let Some(stmt) = call
-        .params
-        .get(layout.stmt)
-        .map(param_text)
-        .transpose()?
-        .flatten()
-    else {
+    let Some(stmt) = text_at(call, layout.stmt)? else {
         return Ok(false);
     };
-    let decl_text = call
-        .params
-        .get(layout.params)
-        .map(param_text)
-        .transpose()?
-        .flatten()
-        .unwrap_or_default();
+    let decl_text = text_at(call, layout.params)?.unwrap_or_default();
     let analysis = s.rewriter.analyze(&s.database, &stmt);
     if let Some(r) = &analysis.refusal {
         return Err(RewriteError::Refused(r.clone()));
@@ -258,15 +246,16 @@ fn statement_call(
                 .map(|b| Arc::clone(&b.column))
         })
         .collect();
+
     s.pending.expect(&analysis);
     if layout.prepares {
-        let names = decls.iter().map(|d| d.name.clone()).collect();
         s.pending.learn_handle(Prepared {
-            names,
+            names: decls.iter().map(|d| d.name.clone()).collect(),
             columns: columns.clone(),
             analysis: Arc::clone(&analysis),
         });
     }
+
     let new_stmt = literals::rewrite_text(s, &stmt, &analysis, TextKind::RpcStatement)?;
     if let (Some(text), Some(p)) = (&new_stmt, call.params.get_mut(layout.stmt)) {
         set_text(p, text)?;
@@ -274,14 +263,36 @@ fn statement_call(
     if columns.iter().all(Option::is_none) {
         return Ok(new_stmt.is_some());
     }
-    let new_decl = rewrite_declarations(s, &decl_text, &decls, &columns)?;
+    seal_declared(s, call, layout, &decl_text, &decls, &columns)?;
+    Ok(true)
+}
+
+fn text_at(call: &RpcCall, index: usize) -> Result<Option<String>, RewriteError> {
+    Ok(call
+        .params
+        .get(index)
+        .map(param_text)
+        .transpose()?
+        .flatten())
+}
+
+/// Rewrites the declaration text and seals the values it declares.
+fn seal_declared(
+    s: &Session,
+    call: &mut RpcCall,
+    layout: Layout,
+    decl_text: &str,
+    decls: &[Declaration],
+    columns: &[Option<Arc<MappedColumn>>],
+) -> Result<(), RewriteError> {
+    let new_decl = rewrite_declarations(s, decl_text, decls, columns)?;
     if let Some(p) = call.params.get_mut(layout.params) {
         set_text(p, &new_decl)?;
     }
-    if let Some(first) = layout.first_value {
-        seal_values(s, call, first, &decls, &columns)?;
+    match layout.first_value {
+        Some(first) => seal_values(s, call, first, decls, columns),
+        None => Ok(()),
     }
-    Ok(true)
 }
 
 /// Every parameter bound to a mapped column must be declared in `@params`:
