@@ -224,3 +224,17 @@ fn every_fail_closed_case_has_its_number() {
         50110
     );
 }
+
+#[test]
+fn a_mapped_procedure_executed_from_batch_text_is_refused() {
+    let procs = [procedure("dbo.FindPatient", &[("@Ssn", "Patients.Ssn")])];
+    let rw = rewriter(&patients(), &procs);
+    let mut session = rw.session(DB);
+    let outcome = session
+        .handle_sql_batch(&batch("EXEC dbo.FindPatient @Ssn = '123-45-6789'"))
+        .unwrap();
+    let Outcome::Refused(r) = outcome else {
+        panic!("not refused")
+    };
+    assert_eq!(r.number(), 50107);
+}

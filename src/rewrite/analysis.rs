@@ -176,7 +176,7 @@ pub fn analyze(map: &ColumnMap, database: &str, text: &str) -> Analysis {
 }
 
 fn mentions_table(map: &ColumnMap, text: &str) -> bool {
-    map.mentions_mapped_table(text)
+    map.mentions_mapped_table(text) || map.mentions_mapped_procedure(text)
 }
 
 fn unparseable(why: &str) -> Refusal {
@@ -259,6 +259,8 @@ fn output_follows(rest: &[TokenWithSpan]) -> bool {
             let v = w.value.to_ascii_lowercase();
             v == "inserted" || v == "deleted" || v.starts_with('$')
         }
+        // `OUTPUT 1`, as Entity Framework Core writes UPDATE and DELETE.
+        Some(Token::Number(..)) => true,
         _ => false,
     }
 }
@@ -437,7 +439,7 @@ impl<'a> Analyzer<'a> {
                 name, operations, ..
             } => self.alter_table(name, operations),
             Statement::Drop { .. } | Statement::Truncate { .. } => {}
-            _ if self.mentions_mapped(tokens, begin, end) => {
+            _ if self.mentions_mapped(begin, end) => {
                 return self.refuse(Refusal::new(
                     RefusalKind::Unsupported,
                     "this kind of statement is not analysed by the proxy and it names a mapped \
@@ -1228,22 +1230,15 @@ impl<'a> Analyzer<'a> {
             .map(|m| m.display_name())
     }
 
-    /// Whether `begin..end` mentions a mapped table or column name.
-    fn mentions_mapped(&self, tokens: &[TokenWithSpan], begin: usize, end: usize) -> bool {
-        tokens
-            .iter()
-            .filter(|t| {
-                self.lines
-                    .offset(t.span.start)
-                    .is_some_and(|at| at >= begin && at < end)
-            })
-            .any(|t| match &t.token {
-                Token::Word(w) => {
-                    let text = canonical_ident(&w.value);
-                    self.map.mentions_mapped_name(&text) || self.map.is_mapped_table_name(&text)
-                }
-                _ => false,
-            })
+    /// Whether `begin..end` mentions a mapped table, column or procedure
+    /// name anywhere, string literals included (dynamic SQL).
+    fn mentions_mapped(&self, begin: usize, end: usize) -> bool {
+        let Some(text) = self.text.get(begin..end) else {
+            return true;
+        };
+        self.map.mentions_mapped_name(text)
+            || self.map.mentions_mapped_table(text)
+            || self.map.mentions_mapped_procedure(text)
     }
 }
 
@@ -1729,6 +1724,26 @@ pub(crate) mod tests {
             refused("SELECT v.Id FROM Visits v JOIN Patients p ON p.Name = @n"),
             50104
         );
+    }
+
+    #[test]
+    fn ef_core_update_with_output_1() {
+        let a =
+            ok("SET NOCOUNT ON;\nUPDATE [Patients] SET [Name] = @p0\nOUTPUT 1\nWHERE [Id] = @p1;");
+        assert_eq!(params(&a), vec![("@p0".into(), "name".into(), Role::Store)]);
+        assert_eq!(
+            a.results,
+            vec![ResultPlan {
+                columns: vec![OutputColumn::Plain]
+            }]
+        );
+    }
+
+    #[test]
+    fn dynamic_sql_and_mapped_procedures_in_batches_fail_closed() {
+        let sql = "EXEC sp_executesql N'INSERT INTO Patients (Ssn) VALUES (@s)', N'@s char(11)', @s = '1'";
+        assert_eq!(refused(sql), 50107);
+        ok("EXEC sp_who");
     }
 
     #[test]

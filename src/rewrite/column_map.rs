@@ -594,6 +594,12 @@ impl ColumnMap {
             .collect()
     }
 
+    /// Whether `text` mentions the name of a procedure in `[[procedures]]`.
+    pub fn mentions_mapped_procedure(&self, text: &str) -> bool {
+        let lower = text.to_lowercase();
+        self.procedures.keys().any(|p| lower.contains(&p.table))
+    }
+
     /// Mapped parameters of a procedure (by canonical name with `@`).
     pub fn procedure(&self, name: &str) -> Option<&HashMap<String, Arc<MappedColumn>>> {
         let (_, key) = TableKey::parse(name)?;
