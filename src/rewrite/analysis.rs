@@ -1747,6 +1747,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn common_driver_and_orm_shapes_are_accepted() {
+        for sql in [
+            "SELECT TOP(1) Id, Ssn FROM dbo.Patients WITH (NOLOCK) WHERE Ssn = @p0",
+            "SELECT Id, Name FROM Patients WHERE Ssn = @p0 ORDER BY Id OFFSET 10 ROWS FETCH NEXT 5 ROWS ONLY",
+            "SELECT COUNT(*) FROM Patients WHERE Ssn = @p0",
+            "DELETE p FROM Patients p WHERE p.Ssn = @s",
+            "SELECT [p].[Id], [p].[Name] FROM [Patients] AS [p] WHERE [p].[Dob] = @__dob_0",
+            "SET NOCOUNT ON; INSERT INTO [Patients] ([Name]) VALUES (@p0); SELECT [Id] FROM [Patients] WHERE @@ROWCOUNT = 1 AND [Id] = scope_identity();",
+            "SELECT Id FROM Patients WHERE Ssn IS NOT NULL AND (Dob = @d OR Dob IS NULL)",
+        ] {
+            let a = ok(sql);
+            assert!(a.touches_mapped, "{sql}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any text is analysed without panicking, and text naming a mapped
+        /// column is either understood or refused.
+        #[test]
+        fn arbitrary_text_never_panics(noise in "\\PC{0,80}", at in 0usize..4) {
+            let parts = ["SELECT Ssn FROM Patients WHERE ", noise.as_str(), " Ssn = @p", "'"];
+            let sql: String = parts.iter().take(at + 1).copied().collect();
+            let a = run(&sql);
+            proptest::prop_assert!(a.refusal.is_some() || a.touches_mapped);
+        }
+    }
+
+    #[test]
     fn a_parameter_for_two_columns_is_refused() {
         assert_eq!(
             refused("SELECT Id FROM Patients WHERE Ssn = @p OR Dob = @p"),

@@ -603,21 +603,22 @@ fn parse_iso(t: &str, plain: &PlainType) -> Option<(Civil, Option<i16>)> {
 
 fn split_date(t: &str) -> Option<((i32, u8, u8), &str)> {
     let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<u16>().ok();
     if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
         let ymd = (
-            t[..4].parse().ok()?,
-            t[5..7].parse().ok()?,
-            t[8..10].parse().ok()?,
+            i32::from(num(0..4)?),
+            u8::try_from(num(5..7)?).ok()?,
+            u8::try_from(num(8..10)?).ok()?,
         );
-        return Some((ymd, &t[10..]));
+        return Some((ymd, t.get(10..)?));
     }
     if b.len() >= 8 && b[..8].iter().all(u8::is_ascii_digit) {
         let ymd = (
-            t[..4].parse().ok()?,
-            t[4..6].parse().ok()?,
-            t[6..8].parse().ok()?,
+            i32::from(num(0..4)?),
+            u8::try_from(num(4..6)?).ok()?,
+            u8::try_from(num(6..8)?).ok()?,
         );
-        return Some((ymd, &t[8..]));
+        return Some((ymd, t.get(8..)?));
     }
     None
 }
@@ -820,6 +821,23 @@ mod tests {
             canonical(c.clone(), &PlainType::parse("char(3)").unwrap()),
             c
         );
+    }
+
+    #[test]
+    fn odd_text_is_refused_without_panicking() {
+        for t in [
+            "2021-01-0\u{e9}",
+            "2021-\u{e9}1-01",
+            "\u{e9}",
+            "2021-01-01T25:00",
+            "2021-01-01+99:00",
+        ] {
+            assert_eq!(
+                conv(varchar(t), "datetime2(3)").unwrap_err().number(),
+                50110,
+                "{t}"
+            );
+        }
     }
 
     #[test]
