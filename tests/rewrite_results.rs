@@ -170,6 +170,12 @@ fn select_star_matches_columns_by_name() {
     let rw = rewriter(&patients(), &[]);
     let mut session = rw.session(DB);
     select(&mut session, "SELECT * FROM Patients");
+    assert!(!session.wants_whole_rows());
+    let meta = Token::ColMetadata(server_metadata());
+    let mut probe = rw.session(DB);
+    select(&mut probe, "SELECT * FROM Patients");
+    probe.handle_token(&meta, &TokenContext::default()).unwrap();
+    assert!(probe.wants_whole_rows());
     let ssn = seal("patients", "ssn", "char(11)", b"999-99-9999");
     let row = Token::Row(Row {
         kind: RowKind::Row,

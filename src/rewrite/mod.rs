@@ -243,6 +243,12 @@ impl Session {
         results::handle_token(self, token, ctx)
     }
 
+    /// Whether the rows of the current result set must be handed over
+    /// whole (decoded) because some of its columns are opened.
+    pub fn wants_whole_rows(&self) -> bool {
+        self.pending.wants_rows()
+    }
+
     /// Whether the current response needs its tokens rewritten (when not,
     /// the relay may forward its packets as they come).
     pub fn response_needs_rewrite(&self) -> bool {

@@ -125,6 +125,10 @@ impl ResponseState {
     pub(crate) fn is_active(&self) -> bool {
         self.active
     }
+
+    pub(crate) fn wants_rows(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| !c.failed)
+    }
 }
 
 /// One token of the response.
