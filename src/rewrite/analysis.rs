@@ -13,6 +13,12 @@
 //! Afterwards every token of the statement that names a mapped column of a
 //! table in scope and was not marked is a refusal; its neighbours decide
 //! which one (LIKE, range, ORDER BY, function, other expression).
+//!
+//! Not supported on mapped columns (refused): UNION/EXCEPT/INTERSECT
+//! projections, CTE and derived-table projections, `SELECT @v = col`,
+//! `SELECT ... INTO`, views and control-of-flow statements.
+//! TODO(tdsguard): decrypt UNION branches whose columns map to the same
+//! mapped column, and projections through CTEs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -459,6 +459,10 @@ pub(crate) fn remember(s: &mut Session, handle: i32, prepared: Prepared) {
 }
 
 /// API cursor procedures: statements touching mapped columns are refused.
+///
+/// TODO(tdsguard): sp_cursor positioned UPDATE/INSERT carries column values
+/// of the cursor's table; it passes through because a cursor over a mapped
+/// table can only have been opened by a statement refused here.
 fn cursor_call(s: &mut Session, call: &RpcCall) -> Result<bool, RewriteError> {
     for p in &call.params {
         let Ok(Some(text)) = param_text(p) else {
