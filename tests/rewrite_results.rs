@@ -446,3 +446,51 @@ fn describe_first_result_set_shows_plaintext_types() {
         RawValue::Bytes(175i32.to_le_bytes().to_vec())
     );
 }
+
+#[test]
+fn describe_undeclared_parameters_shows_plaintext_types() {
+    use tdsguard::rewrite::DEFAULT_COLLATION;
+    use tdsguard::tds::rpc::{ProcName, RpcCall, RpcParam, RpcRequest};
+    use tdsguard::tds::types::SqlValue;
+
+    let rw = rewriter(&patients(), &[]);
+    let mut session = rw.session(DB);
+    let mut call = RpcCall::new(
+        ProcName::Name("sys.sp_describe_undeclared_parameters".into()),
+        0,
+    );
+    let text = SqlValue::NVarChar("SELECT Id FROM Patients WHERE Dob = @d".into());
+    let nvarchar = TypeInfo::nvarchar(8000, DEFAULT_COLLATION);
+    call.params
+        .push(RpcParam::new("@tsql", 0, nvarchar, &text).unwrap());
+    let req = RpcRequest {
+        all_headers: None,
+        calls: vec![call],
+    };
+    assert_eq!(session.handle_rpc(&req).unwrap(), Outcome::Unchanged);
+
+    let meta = Arc::new(ColMetadata {
+        no_metadata: false,
+        cek_table: None,
+        columns: vec![
+            col("name", TypeInfo::nvarchar(256, DEFAULT_COLLATION)),
+            col(
+                "suggested_system_type_name",
+                TypeInfo::nvarchar(512, DEFAULT_COLLATION),
+            ),
+        ],
+    });
+    let row = Token::Row(Row {
+        kind: RowKind::Row,
+        null_bitmap: Vec::new(),
+        values: vec![
+            RawValue::Bytes(utf16("@d")),
+            RawValue::Bytes(utf16("varbinary(41)")),
+        ],
+    });
+    let tokens = client_view(&mut session, &[Token::ColMetadata(meta), row, done()]);
+    let Token::Row(r) = &tokens[1] else {
+        panic!("no row")
+    };
+    assert_eq!(r.values[1], RawValue::Bytes(utf16("date")));
+}
