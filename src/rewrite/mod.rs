@@ -306,3 +306,27 @@ impl Session {
             .open(&column, &m.plain.canonical(), envelope)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared<T: Send + Sync>() {}
+    fn owned<T: Send>() {}
+
+    #[test]
+    fn rewriter_is_shared_and_sessions_move_between_tasks() {
+        shared::<Rewriter>();
+        owned::<Session>();
+    }
+
+    #[test]
+    fn analyses_are_cached_per_database_and_text() {
+        let map = ColumnMap::new(&[], &[]).unwrap();
+        let rw = Rewriter::new(map, Arc::new(sealer::InsecureTestCipher::new(1)), 8);
+        let a = rw.analyze("db", "SELECT 1");
+        let b = rw.analyze("db", "SELECT 1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &rw.analyze("other", "SELECT 1")));
+    }
+}
