@@ -5,5 +5,6 @@ pub mod config;
 pub mod crypto;
 pub mod relay;
 pub mod sandbox;
+pub mod rewrite;
 pub mod tds;
 pub mod tls;
