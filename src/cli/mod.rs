@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides, Source};
 
+pub mod bench;
 pub mod check;
 pub mod dump;
 pub mod sandbox;
@@ -43,6 +44,8 @@ pub enum Command {
     Check,
     /// Run the embedded stand-in server alone.
     Sandbox(sandbox::SandboxArgs),
+    /// Measure what the proxy costs against a byte-copy relay and the server.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&config.log.level, config.log.format);
             sandbox::run(&config, args)
         }
+        Some(Command::Bench(ref args)) => bench::run(&cli, args),
     }
 }
 
