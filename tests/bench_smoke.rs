@@ -47,15 +47,24 @@ fn smoke_run_writes_json_and_svg() {
         let s = scenario(&report, name);
         assert_eq!(s["status"], "ok", "{name}: {}", s["status"]);
         let targets = s["targets"].as_array().expect("targets");
-        let names: Vec<&str> = targets.iter().filter_map(|t| t["target"].as_str()).collect();
+        let names: Vec<&str> = targets
+            .iter()
+            .filter_map(|t| t["target"].as_str())
+            .collect();
         assert_eq!(names, ["direct", "byte_copy", "tdsguard"], "{name}");
-        assert!(targets.iter().all(|t| t["requests"] == 1), "{name}: one request each");
+        assert!(
+            targets.iter().all(|t| t["requests"] == 1),
+            "{name}: one request each"
+        );
         assert_eq!(s["comparisons"].as_array().map(Vec::len), Some(3), "{name}");
     }
     assert_eq!(scenario(&report, "select_100k")["targets"][2]["rows"], 200);
     for name in ["select_100k_enc4", "insert_enc4", "insert_enc16"] {
         let s = scenario(&report, name);
-        assert_eq!(s["status"], "pending: column encryption not available in this build");
+        assert_eq!(
+            s["status"],
+            "pending: column encryption not available in this build"
+        );
         assert!(s["targets"].as_array().expect("targets").is_empty());
     }
     assert_eq!(scenario(&report, "insert_enc16")["mapped_columns"], 16);

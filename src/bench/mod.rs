@@ -320,7 +320,7 @@ fn settings(options: &BenchOptions) -> Settings {
         seconds_per_target: options
             .requests
             .is_none()
-            .then(|| options.duration.as_secs_f64()),
+            .then_some(options.duration.as_secs_f64()),
         requests_per_target: options.requests,
         rounds: options.rounds,
         proxy_threads: options.proxy_threads,
