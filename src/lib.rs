@@ -1,5 +1,6 @@
 //! tdsguard: an encrypting proxy for Microsoft SQL Server's TDS protocol.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides, Source};
 
 pub mod admin_client;
+pub mod bench;
 pub mod check;
 pub mod dump;
 pub mod init_db;
@@ -100,6 +101,8 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         database: Option<String>,
     },
+    /// Measure what the proxy costs against a byte-copy relay and the server.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -151,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rotate::run(config, database.as_deref())
             })
         }
+        Some(Command::Bench(ref args)) => bench::run(&cli, args),
     }
 }
 
