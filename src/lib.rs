@@ -5,7 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod relay;
-pub mod sandbox;
 pub mod rewrite;
+pub mod sandbox;
 pub mod tds;
 pub mod tls;
