@@ -757,10 +757,9 @@ async fn tiberius_streams_100k_rows() {
             count as f64 / cpu
         );
     }
+    // The rate is reported, never asserted: a shared machine's load decides
+    // it more than the code does. `tdsguard bench` is where it is compared.
     assert_eq!(count, ROWS);
-    if !cfg!(debug_assertions) {
-        assert!(rate >= 300_000.0, "{rate:.0} rows/s is below 300,000");
-    }
 }
 
 /// User + system CPU time of this process (Linux /proc), in seconds.
