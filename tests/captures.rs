@@ -395,3 +395,37 @@ proptest! {
         }
     }
 }
+
+/// The command line over every `.bin` under fixtures/, the NTLM blob
+/// included: `tdsguard dump --roundtrip` exits 0 on each.
+#[test]
+fn dump_command_exits_zero_on_every_capture() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut checked = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_none_or(|ext| ext != "bin") {
+                continue;
+            }
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_tdsguard"))
+                .arg("dump")
+                .arg("--roundtrip")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                file.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 41, "fixtures missing: {checked}");
+}

@@ -216,6 +216,9 @@ pub fn dump_bytes(
     roundtrip: bool,
     out: &mut impl Write,
 ) -> Result<DumpSummary, DumpError> {
+    if let Some(summary) = dump_ntlm(bytes, out)? {
+        return Ok(summary);
+    }
     let direction = from.or_else(|| guess_direction(bytes));
     let (mut best, mut best_text) = dump_with(bytes, direction, roundtrip, None)?;
     let retries = [
@@ -233,6 +236,71 @@ pub fn dump_bytes(
     }
     out.write_all(&best_text)?;
     Ok(best)
+}
+
+/// The signature every NTLM message starts with (MS-NLMP 2.2.1).
+const NTLM_SIGNATURE: &[u8; 8] = b"NTLMSSP\0";
+
+/// Recognises a bare NTLM message: the payload an SSPI token (0xED) or an
+/// SSPI message (0x11) carries, saved on its own. TDS treats it as opaque,
+/// so nothing is re-encoded; the message is understood when its type is one
+/// of the three NTLM defines and every payload field it declares lies inside
+/// it. The fields (names, challenge, target information) are not printed.
+fn dump_ntlm(bytes: &[u8], out: &mut impl Write) -> Result<Option<DumpSummary>, DumpError> {
+    if !bytes.starts_with(NTLM_SIGNATURE) {
+        return Ok(None);
+    }
+    let mut summary = DumpSummary {
+        total_bytes: bytes.len() as u64,
+        ..DumpSummary::default()
+    };
+    match ntlm_message_kind(bytes) {
+        Ok(kind) => {
+            writeln!(
+                out,
+                "@0 SSPI payload, not a TDS stream: NTLM {kind} message, {} bytes (contents not shown)",
+                bytes.len()
+            )?;
+            summary.understood_bytes = summary.total_bytes;
+        }
+        Err(what) => {
+            writeln!(out, "@0 NTLM message: {what}")?;
+            summary.failure = Some(Failure {
+                offset: 0,
+                kind: FailureKind::Incomplete { what },
+            });
+        }
+    }
+    Ok(Some(summary))
+}
+
+/// The NTLM message type's name after checking the payload field
+/// descriptors (length u16, maximum length u16, offset u32; MS-NLMP 2.2.2.10)
+/// at the positions MS-NLMP 2.2.1.1–2.2.1.3 give for that type.
+fn ntlm_message_kind(bytes: &[u8]) -> Result<&'static str, &'static str> {
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (kind, fields): (&'static str, &[usize]) = match u32_at(8) {
+        Some(1) => ("NEGOTIATE", &[16, 24]),
+        Some(2) => ("CHALLENGE", &[12, 40]),
+        Some(3) => ("AUTHENTICATE", &[12, 20, 28, 36, 44, 52]),
+        Some(_) => return Err("unknown NTLM message type"),
+        None => return Err("NTLM message header"),
+    };
+    for &at in fields {
+        let len = bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or("NTLM message header")?;
+        let offset = u32_at(at + 4).ok_or("NTLM message header")? as usize;
+        if len > 0 && offset.checked_add(len).is_none_or(|end| end > bytes.len()) {
+            return Err("NTLM payload field");
+        }
+    }
+    Ok(kind)
 }
 
 /// What a dump assumes about a stream that does not say it.
@@ -1243,6 +1311,22 @@ mod tests {
         dumper.feed(bytes).unwrap();
         let summary = dumper.finish().unwrap();
         (summary, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn recognises_a_bare_ntlm_challenge() {
+        let raw = include_bytes!("../../fixtures/test-suite-bytes/pytds_ntlm_challenge_type2.bin");
+        let mut out = Vec::new();
+        let summary = dump_bytes(raw, None, true, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(summary.success(), "{text}");
+        assert!(text.contains("NTLM CHALLENGE message"), "{text}");
+
+        // A field pointing past the end is not understood.
+        let mut cut = raw.to_vec();
+        cut.truncate(60);
+        let summary = dump_bytes(&cut, None, true, &mut Vec::new()).unwrap();
+        assert!(!summary.success());
     }
 
     #[test]
