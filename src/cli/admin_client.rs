@@ -26,7 +26,7 @@ use crate::config::{
 };
 use crate::crypto::key_table::{insert_values, parse_row};
 use crate::crypto::{Fingerprint, KeyTable, WrappedDataKey};
-use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions, TlsSource};
+use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 
 /// Environment variable holding the administrator login.
 pub const ADMIN_USER_ENV: &str = "TDSGUARD_ADMIN_USER";
@@ -223,7 +223,7 @@ impl Upstream {
                 sandbox: None,
             });
         }
-        let options = sandbox_options(config);
+        let options = SandboxOptions::embedded(config);
         if let Some(dir) = options.data_file.parent() {
             // The sandbox opens its SQLite file but does not create the directory.
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -245,31 +245,6 @@ impl Upstream {
             handle.shutdown().await;
         }
     }
-}
-
-/// The sandbox options `tdsguard serve` uses, so both open the same data file.
-pub fn sandbox_options(config: &Config) -> SandboxOptions {
-    let sandbox = &config.sandbox;
-    let data_dir = &config.listen.data_dir;
-    SandboxOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_file: under(data_dir, &sandbox.data_file),
-        users: sandbox.users.clone(),
-        database: sandbox.database.clone(),
-        allow_plaintext: sandbox.allow_plaintext,
-        routing: None,
-        tls: TlsSource::SelfSigned {
-            dir: data_dir.join("sandbox"),
-        },
-    }
-}
-
-/// `file` inside `dir`, unless it is absolute or already names `dir` (as `serve` does it).
-fn under(dir: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() || file.starts_with(dir) {
-        return file.to_path_buf();
-    }
-    dir.join(file)
 }
 
 /// Logs in to `target` as `credentials`, in `database` when given.
@@ -496,12 +471,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            sandbox_options(&config).data_file,
+            SandboxOptions::embedded(&config).data_file,
             PathBuf::from("data/sandbox.sqlite")
         );
         config.sandbox.data_file = PathBuf::from("x.sqlite");
         assert_eq!(
-            sandbox_options(&config).data_file,
+            SandboxOptions::embedded(&config).data_file,
             PathBuf::from("data/x.sqlite")
         );
     }

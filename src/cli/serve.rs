@@ -7,7 +7,7 @@
 //! verifying the certificate the sandbox generated.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -17,7 +17,7 @@ use crate::cli::{init_logging, load_config, Cli, EXIT_CONFIG};
 use crate::config::{ClientTls, Config, Overrides, UpstreamMode};
 use crate::relay::upstream::Target;
 use crate::relay::{Listener, Upstream};
-use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions, TlsSource};
+use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 
 /// Arguments of `tdsguard serve`.
 #[derive(Debug, Default, clap::Args)]
@@ -82,7 +82,7 @@ async fn upstream(config: &Config) -> anyhow::Result<(Upstream, Option<SandboxHa
     if config.upstream.mode == UpstreamMode::Server {
         return Ok((Upstream::from_config(config), None));
     }
-    let sandbox = Sandbox::start(sandbox_options(config))
+    let sandbox = Sandbox::start(SandboxOptions::embedded(config))
         .await
         .context("starting the embedded sandbox")?;
     info!(
@@ -97,30 +97,6 @@ async fn upstream(config: &Config) -> anyhow::Result<(Upstream, Option<SandboxHa
         ca_file: sandbox.cert_pem_path().map(Path::to_path_buf),
     };
     Ok((upstream, Some(sandbox)))
-}
-
-fn sandbox_options(config: &Config) -> SandboxOptions {
-    let sandbox = &config.sandbox;
-    let data_dir = &config.listen.data_dir;
-    SandboxOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_file: under(data_dir, &sandbox.data_file),
-        users: sandbox.users.clone(),
-        database: sandbox.database.clone(),
-        allow_plaintext: sandbox.allow_plaintext,
-        routing: None,
-        tls: TlsSource::SelfSigned {
-            dir: data_dir.join("sandbox"),
-        },
-    }
-}
-
-/// `file` inside `dir`, unless it is absolute or already names `dir`.
-fn under(dir: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() || file.starts_with(dir) {
-        return file.to_path_buf();
-    }
-    dir.join(file)
 }
 
 #[cfg(unix)]
@@ -141,26 +117,4 @@ async fn wait_for_stop() {
 #[cfg(not(unix))]
 async fn wait_for_stop() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sandbox_file_lands_under_the_data_dir() {
-        let dir = Path::new("data");
-        assert_eq!(
-            under(dir, Path::new("data/s.sqlite")),
-            PathBuf::from("data/s.sqlite")
-        );
-        assert_eq!(
-            under(dir, Path::new("s.sqlite")),
-            PathBuf::from("data/s.sqlite")
-        );
-        assert_eq!(
-            under(dir, Path::new("/tmp/s.sqlite")),
-            PathBuf::from("/tmp/s.sqlite")
-        );
-    }
 }
