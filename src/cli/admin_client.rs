@@ -247,6 +247,28 @@ impl Upstream {
     }
 }
 
+/// Runs `work` on an administrator connection to the configured upstream,
+/// in `database` when given. The embedded sandbox, when it is the upstream,
+/// is started first and stopped afterwards whatever `work` returned.
+pub fn run_as_admin<T>(
+    config: &Config,
+    database: Option<&str>,
+    work: impl AsyncFnOnce(&mut AdminClient) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let credentials = Credentials::for_config(config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let upstream = Upstream::start(config).await?;
+        let result = async {
+            let mut client = connect(&upstream.target, &credentials, database).await?;
+            work(&mut client).await
+        }
+        .await;
+        upstream.close().await;
+        result
+    })
+}
+
 /// Logs in to `target` as `credentials`, in `database` when given.
 pub async fn connect(
     target: &Target,
