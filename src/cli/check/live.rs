@@ -23,9 +23,10 @@ use crate::rewrite::column_map::{canonical_ident, TableKey};
 /// configured upstream; the cap keeps a runaway answer from being taken as a schema.
 pub const MAX_SCHEMA_ROWS: usize = 30_000;
 
-/// The columns of every table with a given name, as SQL Server describes them.
+/// The columns of every table with a given (lower-case) name, as SQL Server describes them.
+/// LOWER makes the match independent of the catalog's collation.
 const SCHEMA_SQL: &str = "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, \
-     CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = @P1";
+     CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE LOWER(TABLE_NAME) = @P1";
 
 /// One row of INFORMATION_SCHEMA.COLUMNS, names as the server spells them.
 #[derive(Debug, Clone, PartialEq, Eq)]
