@@ -46,8 +46,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default command).
     Serve(serve::ServeArgs),
-    /// Validate the configuration and exit.
-    Check,
+    /// Validate the configuration, print each mapped column's storage type and, with an
+    /// administrator login, check the live schema and key table.
+    Check(check::CheckArgs),
 
     /// Make a company key: an RSA-2048 key pair as a PKCS#8 PEM file (mode 0600).
     Keygen {
@@ -114,12 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve::run(&cli, &serve::ServeArgs::default()),
         Some(Command::Serve(ref args)) => serve::run(&cli, args),
-        Some(Command::Check) => {
-            let Some(config) = load_config(&cli, &overrides) else {
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            };
-            check::run(&config)
-        }
+        Some(Command::Check(ref args)) => check::run(&cli, &overrides, args),
         Some(Command::Keygen { ref out }) => {
             keygen::keygen(out)?;
             Ok(ExitCode::SUCCESS)
