@@ -130,6 +130,11 @@ impl ResponseState {
         self.active
     }
 
+    /// Whether the planned response opens values (needs the data key).
+    pub(crate) fn needs_key(&self) -> bool {
+        self.plans.iter().any(ResultPlan::has_mapped) || !self.return_values.is_empty()
+    }
+
     pub(crate) fn wants_rows(&self) -> bool {
         self.current.as_ref().is_some_and(|c| !c.failed)
     }
