@@ -246,6 +246,13 @@ impl Session {
         Some(refusal)
     }
 
+    /// An ENVCHANGE of the server, whatever the response: database (1),
+    /// collation (7) and reset acknowledgement (18) keep the session in
+    /// step. Seeing one twice changes nothing.
+    pub fn handle_env_change(&mut self, change: &crate::tds::token::EnvChange) {
+        results::observe_env_change(self, change);
+    }
+
     /// The database's default collation (ENVCHANGE type 7), used for the
     /// plaintext TYPE_INFO of character columns.
     pub fn set_collation(&mut self, collation: Collation) {

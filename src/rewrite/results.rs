@@ -163,7 +163,7 @@ pub(crate) fn handle_token(
 
 /// ENVCHANGE types 1 (database), 7 (SQL collation) and 18 (reset
 /// acknowledged), [MS-TDS] 2.2.7.9.
-fn observe_env_change(s: &mut Session, change: &EnvChange) {
+pub(crate) fn observe_env_change(s: &mut Session, change: &EnvChange) {
     match change {
         EnvChange::Text {
             env_type: ENV_DATABASE,
