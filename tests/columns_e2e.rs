@@ -204,6 +204,11 @@ struct Stack {
 impl Stack {
     async fn start() -> Stack {
         logs();
+        Self::start_quiet().await
+    }
+
+    /// Without the trace-level log capture (for measurements).
+    async fn start_quiet() -> Stack {
         let sandbox = TestSandbox::start().await;
         let keys = tempfile::tempdir().unwrap();
         let mut config = test_config(keys.path());
@@ -820,4 +825,122 @@ async fn run_tsql(addr: SocketAddr, stack: &Stack, script: &str) -> String {
     match external::output_of(command, DRIVER_TIMEOUT).await {
         Ok(text) | Err(text) => text,
     }
+}
+
+/// Rows of the throughput report.
+const REPORT_ROWS: usize = 100_000;
+/// Single-row INSERTs timed in the report.
+const REPORT_INSERTS: usize = 2_000;
+
+fn create_report_table(table: &str) -> String {
+    format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, full_name nvarchar(50), birth_date date, \
+         ssn char(11), notes nvarchar(max))"
+    )
+}
+
+/// Loads `rows` rows into `table` with 4-parameter rows, 400 rows a statement.
+async fn load_report_rows(client: &mut Tiberius, table: &str, first: usize, rows: usize) {
+    let per = 400;
+    for start in (first..first + rows).step_by(per) {
+        let n = per.min(first + rows - start);
+        let values: Vec<String> = (0..n)
+            .map(|i| {
+                let p = i * 4;
+                format!(
+                    "({}, @P{}, @P{}, @P{}, @P{})",
+                    start + i,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table} (id, full_name, birth_date, ssn, notes) VALUES {}",
+            values.join(", ")
+        );
+        let data: Vec<(String, String, String, String)> = (0..n)
+            .map(|i| {
+                let k = start + i;
+                (
+                    format!("Patient {k}"),
+                    "1984-02-29".to_string(),
+                    format!("{:03}-{:02}-{:04}", k % 1000, k % 100, k % 10000),
+                    format!("notes for patient {k}"),
+                )
+            })
+            .collect();
+        let params: Vec<&dyn ToSql> = data
+            .iter()
+            .flat_map(|(a, b, c, d)| [a as &dyn ToSql, b, c, d])
+            .collect();
+        client.execute(sql, &params).await.expect("load rows");
+    }
+}
+
+async fn timed_select(client: &mut Tiberius, table: &str) -> (usize, Duration) {
+    let started = std::time::Instant::now();
+    let rows = client
+        .simple_query(format!(
+            "SELECT id, full_name, birth_date, ssn, notes FROM {table}"
+        ))
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    (rows.len(), started.elapsed())
+}
+
+async fn timed_inserts(client: &mut Tiberius, table: &str) -> Duration {
+    let started = std::time::Instant::now();
+    for k in 0..REPORT_INSERTS {
+        let id = (REPORT_ROWS + k) as i32;
+        let ssn = format!("{:03}-{:02}-{:04}", k % 1000, k % 100, k % 10000);
+        client
+            .execute(
+                format!(
+                    "INSERT INTO {table} (id, full_name, birth_date, ssn, notes) \
+                     VALUES (@P1, @P2, @P3, @P4, @P5)"
+                ),
+                &[&id, &"Inserted Patient", &"1990-05-17", &ssn, &"short note"],
+            )
+            .await
+            .expect("insert");
+    }
+    started.elapsed()
+}
+
+/// Throughput through tdsguard, encrypted table next to a plaintext one of
+/// the same shape. Reports, never asserts (machines are noisy). Run with
+/// `cargo test --release --test columns_e2e -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run on demand in release"]
+async fn columns_throughput_report() {
+    let stack = Stack::start_quiet().await;
+    let mut client = tiberius(stack.proxy.addr).await;
+    for table in ["dbo.Patients", "dbo.PlainPatients"] {
+        client
+            .simple_query(create_report_table(table))
+            .await
+            .unwrap();
+        load_report_rows(&mut client, table, 0, REPORT_ROWS).await;
+    }
+    for table in ["dbo.Patients", "dbo.PlainPatients"] {
+        let _ = timed_select(&mut client, table).await;
+        let (rows, select) = timed_select(&mut client, table).await;
+        let insert = timed_inserts(&mut client, table).await;
+        println!(
+            "{table}: SELECT {rows} rows x 4 columns {:.0} ms ({:.0} rows/s); \
+             {REPORT_INSERTS} INSERTs x 4 parameters {:.0} ms ({:.0} /s)",
+            select.as_secs_f64() * 1e3,
+            rows as f64 / select.as_secs_f64(),
+            insert.as_secs_f64() * 1e3,
+            REPORT_INSERTS as f64 / insert.as_secs_f64(),
+        );
+    }
+    drop(client);
+    stack.shutdown().await;
 }

@@ -196,6 +196,10 @@ impl RequestRewriter for Requests {
         if let Some(query) = self.key_query(&mut state, &refusal, message) {
             return Ok(Rewritten::OwnRequestFirst(query));
         }
+        // Limitation: a refused request that carried RESETCONNECTION is not
+        // sent, so the server does not reset; the session here has already
+        // dropped its prepared handles (later sp_execute on them is refused
+        // with 50109, fail closed).
         debug!(refusal.number = refusal.number(), "request refused");
         let ctx = context(info);
         let tokens = refusal
