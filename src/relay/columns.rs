@@ -389,3 +389,136 @@ impl ResponseRewriter for Responses {
         lock(&self.state).session.handle_env_change(change);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::{ColumnConfig, EncryptionMode, OnDecryptError};
+    use crate::crypto::company_key::tests::TEST_KEY_A_PEM;
+    use crate::crypto::{CompanyKey, KeyTable};
+    use crate::rewrite::{ColumnMap, NoKeyCipher};
+    use crate::tds::token::{decode_all, Done, DoneKind, DoneStatus, Token};
+
+    fn factory() -> ColumnEncryption {
+        let column = ColumnConfig {
+            table: "dbo.Patients".into(),
+            column: "ssn".into(),
+            sql_type: "char(11)".into(),
+            mode: EncryptionMode::Deterministic,
+            on_decrypt_error: OnDecryptError::Error,
+            database: None,
+        };
+        let map = ColumnMap::new(&[column], &[]).unwrap();
+        let rewriter = Arc::new(Rewriter::new(map, Arc::new(NoKeyCipher), 8));
+        let company = CompanyKey::from_pkcs8_pem(TEST_KEY_A_PEM, "test").unwrap();
+        let table = KeyTable::new("dbo.tdsguard_data_keys").unwrap();
+        ColumnEncryption::new(rewriter, KeySource::new(table, Arc::new(company)))
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            client_packet_size: 4096,
+            server_packet_size: 4096,
+            tds_version: TdsVersion::V7_4.0,
+            login_env: Vec::new(),
+        }
+    }
+
+    fn batch(sql: &str) -> Message {
+        let mut payload = BytesMut::new();
+        SqlBatch {
+            all_headers: None,
+            text: sql.into(),
+        }
+        .encode(&mut payload)
+        .unwrap();
+        Message {
+            packet_type: PacketType::SqlBatch,
+            reset_flags: 0,
+            spid: 0,
+            packet_count: 1,
+            first_packet_len: payload.len(),
+            payload: payload.freeze(),
+        }
+    }
+
+    /// The error number and class of an answer, checking it ends in
+    /// DONE(ERROR).
+    fn answered(outcome: Rewritten) -> (u32, u8) {
+        let Rewritten::Answered(tokens) = outcome else {
+            panic!("not answered: {outcome:?}");
+        };
+        let tokens = decode_all(&tokens, &mut TokenContext::default()).unwrap();
+        let [Token::InfoError(e), Token::Done(d)] = &tokens[..] else {
+            panic!("unexpected tokens {tokens:?}");
+        };
+        assert!(d.status.has(DoneStatus::ERROR));
+        assert_eq!(e.server.to_string_lossy(), "tdsguard");
+        (e.number, e.class)
+    }
+
+    fn final_done() -> Item {
+        let done = Token::Done(Done {
+            kind: DoneKind::Done,
+            status: DoneStatus(0),
+            cur_cmd: 0,
+            row_count: 0,
+        });
+        Item::Token {
+            token: done,
+            raw: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_answered_in_place() {
+        let (mut requests, _) = factory().pair(&info());
+        let outcome = requests
+            .rewrite_request(
+                &batch("SELECT 1 FROM dbo.Patients WHERE ssn LIKE '1%'"),
+                &info(),
+            )
+            .unwrap();
+        assert_eq!(answered(outcome), (50101, 16));
+    }
+
+    #[test]
+    fn unmapped_requests_flow_while_the_key_is_not_loaded() {
+        let (mut requests, _) = factory().pair(&info());
+        let outcome = requests
+            .rewrite_request(&batch("SELECT name FROM dbo.Other"), &info())
+            .unwrap();
+        assert_eq!(outcome, Rewritten::Unchanged);
+    }
+
+    #[test]
+    fn a_mapped_request_loads_the_key_first_then_fails_closed_without_one() {
+        let (mut requests, mut responses) = factory().pair(&info());
+        let insert = batch("INSERT INTO dbo.Patients (ssn) VALUES ('123-45-6789')");
+        let first = requests.rewrite_request(&insert, &info()).unwrap();
+        assert!(matches!(first, Rewritten::OwnRequestFirst(_)), "{first:?}");
+
+        // The key query's reply: no result set (the table does not exist).
+        responses.on_own_item(&final_done()).unwrap();
+        responses.on_own_reply_end();
+
+        let again = requests.rewrite_request(&insert, &info()).unwrap();
+        assert_eq!(answered(again), (50120, 16));
+        let plain = requests
+            .rewrite_request(&batch("SELECT 1"), &info())
+            .unwrap();
+        assert_eq!(plain, Rewritten::Unchanged);
+    }
+
+    #[test]
+    fn a_reply_without_its_final_done_refuses_the_key() {
+        let (mut requests, mut responses) = factory().pair(&info());
+        let select = batch("SELECT ssn FROM dbo.Patients");
+        let first = requests.rewrite_request(&select, &info()).unwrap();
+        assert!(matches!(first, Rewritten::OwnRequestFirst(_)));
+        responses.on_own_reply_end();
+        let again = requests.rewrite_request(&select, &info()).unwrap();
+        assert_eq!(answered(again).0, 50120);
+    }
+}
