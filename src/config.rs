@@ -593,6 +593,16 @@ impl Config {
 
     /// Every `[[columns]]` and `[[procedures]]` problem, not only the first.
     fn validate_columns(&self) -> Result<(), ConfigError> {
+        // Keys for real data are never generated implicitly: only the
+        // embedded sandbox gets a demo key.
+        let real = self.upstream.mode == UpstreamMode::Server;
+        if real && !self.columns.is_empty() && self.keys.company_key_file.is_none() {
+            return Err(ConfigError::invalid(
+                "keys.company_key_file",
+                "required when [[columns]] are mapped and upstream.mode = \"server\"; make \
+                 one with `tdsguard keygen` and the database's data key with `tdsguard init-db`",
+            ));
+        }
         let problems = entries::problems(&self.columns, &self.procedures);
         match problems.is_empty() {
             true => Ok(()),
@@ -702,6 +712,21 @@ mod tests {
     fn server_mode_needs_a_host() {
         let err = load_text("[upstream]\nmode = \"server\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("upstream.host"), "{err}");
+    }
+
+    #[test]
+    fn mapped_columns_on_a_real_server_need_a_company_key() {
+        let text = "[upstream]\nmode = \"server\"\nhost = \"db.example.net\"\n\
+                    [[columns]]\ntable = \"dbo.Patients\"\ncolumn = \"ssn\"\ntype = \"char(11)\"\n";
+        let err = load_text(text, &[]).unwrap_err().to_string();
+        assert!(err.contains("keys.company_key_file"), "{err}");
+        assert!(err.contains("tdsguard keygen"), "{err}");
+
+        let ok = text.replace(
+            "[[columns]]",
+            "[keys]\ncompany_key_file = \"/etc/tdsguard/k.pem\"\n[[columns]]",
+        );
+        load_text(&ok, &[]).unwrap();
     }
 
     #[test]

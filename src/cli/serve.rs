@@ -5,18 +5,29 @@
 //! With `upstream.mode = "embedded"` the stand-in server is started in
 //! process on a free loopback port and the proxy relays to it over TLS,
 //! verifying the certificate the sandbox generated.
+//!
+//! With `[[columns]]` mapped, the relay encrypts them: the company key comes
+//! from `keys.company_key_file`; in front of the embedded sandbox a demo key
+//! and the sandbox's data key are provisioned when missing
+//! ([`provision_demo`]). With a real upstream nothing is generated.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::cli::{init_logging, load_config, Cli, EXIT_CONFIG};
 use crate::config::{ClientTls, Config, Overrides, UpstreamMode};
+use crate::crypto::demo::provision_demo;
+use crate::crypto::session_keys::KeySource;
+use crate::crypto::{CompanyKey, DataKeyCache, KeyTable};
+use crate::relay::columns::ColumnEncryption;
 use crate::relay::upstream::Target;
-use crate::relay::{Listener, Upstream};
+use crate::relay::{Listener, PassThrough, RewriterFactory, Upstream};
+use crate::rewrite::{NoKeyCipher, Rewriter};
 use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 
 /// Arguments of `tdsguard serve`.
@@ -48,7 +59,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     warn_weaker_security(&config);
     let (upstream, sandbox) = upstream(&config).await?;
     let target = upstream.target.clone();
-    let listener = Listener::bind(&config, upstream)
+    let rewriters = rewriters(&config, sandbox.as_ref()).await?;
+    let listener = Listener::bind_with(&config, upstream, rewriters)
         .await
         .context("starting the listener")?;
     info!(
@@ -63,6 +75,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sandbox.shutdown().await;
     }
     Ok(())
+}
+
+/// Column encryption when `[[columns]]` are mapped; otherwise the relay
+/// stays a pure pass-through.
+pub async fn rewriters(
+    config: &Config,
+    sandbox: Option<&SandboxHandle>,
+) -> anyhow::Result<Arc<dyn RewriterFactory>> {
+    if config.columns.is_empty() {
+        return Ok(Arc::new(PassThrough));
+    }
+    let key_file = match sandbox {
+        Some(sandbox) => {
+            provision_demo(config, sandbox.addr(), sandbox.cert_pem_path())
+                .await
+                .context("provisioning the demo keys in the embedded sandbox")?
+                .key_file
+        }
+        None => config
+            .keys
+            .company_key_file
+            .clone()
+            .context("keys.company_key_file is required for [[columns]]")?,
+    };
+    let company = CompanyKey::load(&key_file)
+        .with_context(|| format!("loading the company key {}", key_file.display()))?;
+    let table = KeyTable::new(&config.keys.key_table).context("keys.key_table")?;
+    let keys = KeySource::new(table, Arc::new(company)).with_cache(Arc::new(DataKeyCache::new()));
+    let rewriter = Rewriter::from_config(config, Arc::new(NoKeyCipher)).context("[[columns]]")?;
+    info!(
+        columns = config.columns.len(),
+        key.fingerprint = %keys.fingerprint(),
+        "column encryption on"
+    );
+    Ok(Arc::new(ColumnEncryption::new(Arc::new(rewriter), keys)))
 }
 
 fn warn_weaker_security(config: &Config) {
