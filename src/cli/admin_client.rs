@@ -339,28 +339,9 @@ fn row_from_tiberius(row: &tiberius::Row) -> anyhow::Result<WrappedDataKey> {
 
 /// Creates the key table (docs/FORMAT.md).
 pub async fn create_table(client: &mut AdminClient, table: &KeyTable) -> anyhow::Result<()> {
-    let created = run_batch(client, table.create_table_sql()).await;
-    let created = match created {
-        Err(tiberius::error::Error::Server(e)) if e.code() == SANDBOX_UNSUPPORTED => {
-            // TODO(tdsguard): the sandbox has no CHECK constraints. The key id range is also
-            // enforced when rows are read (DataKeyId), so the table works without it.
-            run_batch(client, without_check_constraint(&table.create_table_sql())).await
-        }
-        other => other,
-    };
-    created.with_context(|| format!("creating {}", table.name()))
-}
-
-/// The sandbox's number for a statement it does not support.
-const SANDBOX_UNSUPPORTED: u32 = crate::sandbox::engine::errors::UNSUPPORTED as u32;
-
-/// `CREATE TABLE` text without its `CHECK` constraint line.
-fn without_check_constraint(sql: &str) -> String {
-    let kept: Vec<&str> = sql
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("CONSTRAINT [CK_"))
-        .collect();
-    kept.join("\n").replace(",\n)", "\n)")
+    run_batch(client, table.create_table_sql())
+        .await
+        .with_context(|| format!("creating {}", table.name()))
 }
 
 async fn run_batch(client: &mut AdminClient, sql: String) -> tiberius::Result<()> {
@@ -421,15 +402,6 @@ pub async fn transaction(client: &mut AdminClient, statement: &str) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn check_constraint_is_dropped_for_the_sandbox_only_by_line() {
-        let table = KeyTable::new("dbo.k").unwrap();
-        let relaxed = without_check_constraint(&table.create_table_sql());
-        assert!(!relaxed.contains("CHECK"), "{relaxed}");
-        assert!(relaxed.contains("PRIMARY KEY (key_id, company_key_fingerprint)\n)"));
-        assert!(relaxed.ends_with(')'));
-    }
 
     #[test]
     fn credentials_debug_hides_the_password() {
