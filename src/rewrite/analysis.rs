@@ -24,9 +24,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, Insert, JoinConstraint, JoinOperator,
-    MergeAction, MergeInsertKind, ObjectName, Query, Select, SelectItem, SetExpr, Statement,
-    TableFactor, TableObject, TableWithJoins, UnaryOperator, Value,
+    AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, IfStatement, Insert, JoinConstraint,
+    JoinOperator, MergeAction, MergeInsertKind, ObjectName, Query, Select, SelectItem, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, UnaryOperator, Value,
 };
 use sqlparser::dialect::MsSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -445,6 +445,9 @@ impl<'a> Analyzer<'a> {
                 name, operations, ..
             } => self.alter_table(name, operations),
             Statement::Drop { .. } | Statement::Truncate { .. } => {}
+            Statement::If(branches) => {
+                return self.if_statement(branches, begin, end, outputs, tokens)
+            }
             _ if self.mentions_mapped(begin, end) => {
                 return self.refuse(Refusal::new(
                     RefusalKind::Unsupported,
@@ -457,6 +460,47 @@ impl<'a> Analyzer<'a> {
         let output = outputs.iter().find(|o| o.at >= begin && o.at < end);
         if let Some(o) = output {
             self.output(o);
+        }
+        self.scan_tokens(tokens, begin, end);
+    }
+
+    /// IF … [ELSE IF …] [ELSE …], as install scripts guard their DDL
+    /// (`IF OBJECT_ID(N'dbo.T') IS NULL CREATE TABLE …`). Each condition is
+    /// walked like a WHERE clause with nothing outside it in scope, so a
+    /// subquery on a mapped table is handled (or refused) as it would be in
+    /// a SELECT; each branch's statements are analysed like top-level ones.
+    /// The token scan then runs once over the whole IF, so a mapped column
+    /// that no step accounted for is still refused.
+    fn if_statement(
+        &mut self,
+        branches: &IfStatement,
+        begin: usize,
+        end: usize,
+        outputs: &[OutputClause],
+        tokens: &[TokenWithSpan],
+    ) {
+        if outputs.iter().any(|o| o.at >= begin && o.at < end) && self.mentions_mapped(begin, end) {
+            return self.refuse(Refusal::new(
+                RefusalKind::Unsupported,
+                "an OUTPUT clause inside IF on a mapped table is not analysed; it is not sent",
+            ));
+        }
+        let blocks = std::iter::once(&branches.if_block)
+            .chain(&branches.elseif_blocks)
+            .chain(branches.else_block.as_ref());
+        for block in blocks {
+            if let Some(condition) = &block.condition {
+                self.scope.clear();
+                self.aliases.clear();
+                self.predicate(condition);
+            }
+            for inner in block.statements() {
+                // Inner statements get no tokens: the scan below covers them.
+                self.statement(inner, begin, end, &[], &[]);
+                if self.out.refusal.is_some() {
+                    return;
+                }
+            }
         }
         self.scan_tokens(tokens, begin, end);
     }
@@ -1707,14 +1751,50 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn if_guards_are_analysed_branch_by_branch() {
+        let sql = "IF OBJECT_ID(N'dbo.Patients') IS NULL \
+                   CREATE TABLE dbo.Patients (Id int PRIMARY KEY, Ssn char(11), Name nvarchar(50)) \
+                   ELSE ALTER TABLE dbo.Patients ADD Dob date NULL";
+        let a = ok(sql);
+        let spans: Vec<&str> = a
+            .schema_edits
+            .iter()
+            .map(|e| &sql[e.start..e.end])
+            .collect();
+        assert_eq!(spans, vec!["char(11)", "nvarchar(50)", "date"]);
+
+        // A lookup in the condition is bound like one in a WHERE clause, and
+        // so is a literal in a branch.
+        let sql = "IF EXISTS (SELECT 1 FROM Patients WHERE Ssn = '123-45-6789') \
+                   UPDATE Patients SET Dob = '2000-01-01' WHERE Ssn = '123-45-6789'";
+        let a = ok(sql);
+        let spans: Vec<&str> = a
+            .bindings
+            .iter()
+            .filter_map(|b| match &b.source {
+                ValueSource::Literal(l) => Some(&sql[l.start..l.end]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            vec!["'123-45-6789'", "'2000-01-01'", "'123-45-6789'"]
+        );
+    }
+
+    #[test]
     fn statements_the_walk_does_not_cover_fail_closed() {
         assert_eq!(
             refused("SELECT CASE WHEN EXISTS (SELECT 1 FROM Patients WHERE Ssn = '1') THEN 1 END"),
             50106
         );
         assert_eq!(
-            refused("IF EXISTS (SELECT 1 FROM Patients WHERE Ssn = '1') SELECT 1"),
-            50107
+            refused("IF EXISTS (SELECT 1 FROM Patients WHERE Name = N'Ann') SELECT 1"),
+            50104
+        );
+        assert_eq!(
+            refused("IF 1 = 1 SELECT Ssn FROM Patients ORDER BY Ssn"),
+            50103
         );
         ok("DROP TABLE Patients");
         ok("SELECT v.Ssn FROM dbo.Visits v WHERE v.PatientId IN (SELECT Id FROM Patients)");
