@@ -551,7 +551,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listen()?;
         self.validate_upstream()?;
+        self.validate_log()?;
         self.validate_columns()
+    }
+
+    /// A level filter the subscriber would reject is a mistake to report,
+    /// not one to skip: otherwise the proxy logs at a level nobody chose.
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&self.log.level)
+            .map(drop)
+            .map_err(|err| ConfigError::invalid("log.level", err.to_string()))
     }
 
     fn validate_listen(&self) -> Result<(), ConfigError> {
@@ -706,6 +716,16 @@ mod tests {
         let config = Config::load(&source, &overrides).unwrap();
         assert_eq!(config.listen.address.port(), 3000);
         assert_eq!(config.log.level, "debug");
+    }
+
+    #[test]
+    fn unparsable_log_level_is_rejected() {
+        for level in ["[[[", "tdsguard=bogus"] {
+            let text = format!("[log]\nlevel = \"{level}\"\n");
+            let err = load_text(&text, &[]).unwrap_err();
+            assert!(err.to_string().contains("log.level"), "{level}: {err}");
+        }
+        assert!(load_text("[log]\nlevel = \"warn,tdsguard=trace\"\n", &[]).is_ok());
     }
 
     #[test]
