@@ -135,11 +135,10 @@ fn sandbox_files_contain(data: &Path, needle: &[u8]) -> bool {
         .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
 }
 
-/// `tdsguard serve` must seal a mapped column before it reaches the
-/// server. On main it binds the listener with the pass-through rewriters,
-/// so `[[columns]]` is accepted, validated and then not applied.
+/// `tdsguard serve`, run as a process with a `[[columns]]` map, seals the
+/// mapped column before it reaches the server: the sandbox's files never
+/// hold the plaintext.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "serve binds PassThrough rewriters: mapped columns reach the server in plaintext until the column rewriters are wired into serve"]
 async fn robustness_serve_never_stores_a_mapped_column_in_plaintext() {
     let dir = tempfile::tempdir().expect("temporary directory");
     std::fs::write(dir.path().join("proxy.toml"), mapped_config(dir.path())).expect("write");
