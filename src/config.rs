@@ -147,6 +147,11 @@ pub struct ListenConfig {
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
 
+    /// Memory all connections together may use for requests held whole
+    /// while their mapped values are sealed, in MiB.
+    #[serde(default = "default_request_memory_mib")]
+    pub request_memory_mib: usize,
+
     /// Where generated certificates, the demo key and sandbox data live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -352,6 +357,9 @@ fn default_client_tls() -> ClientTls {
 fn default_max_connections() -> usize {
     10_000
 }
+fn default_request_memory_mib() -> usize {
+    512
+}
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
@@ -415,6 +423,7 @@ impl Default for ListenConfig {
             cert_file: None,
             key_file: None,
             max_connections: default_max_connections(),
+            request_memory_mib: default_request_memory_mib(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             data_dir: default_data_dir(),
         }
@@ -570,6 +579,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "listen.cert_file",
                 "cert_file and key_file must be given together",
+            ));
+        }
+        if listen.request_memory_mib == 0 || listen.request_memory_mib > 1 << 20 {
+            return Err(ConfigError::invalid(
+                "listen.request_memory_mib",
+                "must be between 1 and 1048576 (MiB)",
             ));
         }
         if listen.max_connections == 0 {

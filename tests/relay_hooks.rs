@@ -138,3 +138,44 @@ async fn relay_hooks_intercepted_results_keep_their_bytes() {
     drop(client);
     proxy.shutdown().await;
 }
+
+/// Requests held for a rewriter share one budget across connections: a
+/// client that keeps sending a request without its last packet is cut off
+/// once the budget is full, and the next client is served as usual.
+#[tokio::test]
+async fn relay_held_requests_share_one_memory_budget() {
+    let server = FakeServer::start(|_| Reply::Rows(1)).await;
+    let factory = Arc::new(Hooked(Arc::new(Counters::default())));
+    let ca = Some(server.cert_pem.clone());
+    let proxy = TestProxy::start_hooked(
+        server.addr,
+        ca,
+        |config| config.listen.request_memory_mib = 1,
+        factory,
+    )
+    .await;
+
+    let mut greedy = RawClient::connect(proxy.addr).await;
+    greedy.prelogin(false).await;
+    greedy.login("x").await;
+    // 4 KiB packets without EOM: each takes 8 KiB of the budget (the packet
+    // and its copy in the assembled message), so 1 MiB is full after 128.
+    let mut packet = vec![0u8; 4096];
+    packet[..8].copy_from_slice(&[0x01, 0x00, 0x10, 0x00, 0x00, 0x00, 0x01, 0x00]);
+    let mut stream = Vec::new();
+    for _ in 0..200 {
+        stream.extend_from_slice(&packet);
+    }
+    // The proxy may close while the tail is still being written.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut greedy.tcp, &stream).await;
+    assert!(greedy.closed().await, "the greedy client is cut off");
+
+    let mut next = RawClient::connect(proxy.addr).await;
+    next.prelogin(false).await;
+    next.login("x").await;
+    next.send_batch("SELECT 1").await;
+    assert!(
+        next.read_message().await.is_some(),
+        "the next client is served"
+    );
+}

@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace, Span};
 
 use crate::relay::attention::AttentionSignal;
+use crate::relay::budget::RequestBudget;
 use crate::relay::client_handshake::{
     self, AcceptedClient, ClientEncryption, ClientSettings, ClientStream,
 };
@@ -41,6 +42,8 @@ pub struct Settings {
     /// Log opens and closes at info rather than debug.
     pub log_connections: bool,
     pub rewriters: Arc<dyn RewriterFactory>,
+    /// Room for requests held whole, shared by all connections.
+    pub request_budget: RequestBudget,
 }
 
 /// Where a connection stands. Drawn from the application's side; the
@@ -310,6 +313,7 @@ async fn relay(
         session: logged_in.session,
         attention: AttentionSignal::new(),
         cancel_timeout: settings.cancel_timeout,
+        budget: settings.request_budget.clone(),
     };
     pump::run(client, server, rewriters, shared, logged_in.context).await
 }

@@ -141,6 +141,12 @@ pub enum RelayError {
 
     #[error("tdsguard is shutting down")]
     ShuttingDown,
+
+    #[error(
+        "requests held for rewriting on all connections fill the {total}-byte budget \
+         (listen.request_memory_mib)"
+    )]
+    RequestBudget { total: usize },
 }
 
 impl RelayError {
@@ -164,7 +170,8 @@ impl RelayError {
             RelayError::MarsRequired
             | RelayError::PreTds7Login
             | RelayError::EncryptionRequired
-            | RelayError::EncryptionRefused => Fault::Client,
+            | RelayError::EncryptionRefused
+            | RelayError::RequestBudget { .. } => Fault::Client,
             RelayError::Encode(_)
             | RelayError::Rewrite(_)
             | RelayError::Bind { .. }

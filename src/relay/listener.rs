@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::{ClientTls as ListenTls, Config, ListenConfig};
+use crate::relay::budget::{self, RequestBudget};
 use crate::relay::client_handshake::{ClientLegTls, ClientSettings};
 use crate::relay::connection::{self, Settings};
 use crate::relay::error::{Leg, RelayError};
@@ -182,6 +183,10 @@ fn settings(
         handshake_timeout: CLIENT_HANDSHAKE_TIMEOUT,
         log_connections: config.log.connections,
         rewriters,
+        request_budget: RequestBudget::new(
+            config.listen.request_memory_mib.saturating_mul(1 << 20),
+            budget::DEFAULT_WAIT,
+        ),
     })
 }
 

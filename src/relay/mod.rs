@@ -10,6 +10,7 @@
 //! - [`hook`]: where column encryption rewrites messages; [`columns`] does it.
 
 pub mod attention;
+pub mod budget;
 pub mod client_handshake;
 pub mod columns;
 pub mod connection;

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::trace;
 
 use crate::relay::attention::AttentionSignal;
+use crate::relay::budget::{RequestBudget, Room};
 use crate::relay::error::{Leg, RelayError};
 use crate::relay::hook::{
     RequestInterest, RequestRewriter, ResponseAction, ResponseRewriter, RewriteError, Rewritten,
@@ -89,6 +90,8 @@ pub struct Shared {
     pub session: SessionInfo,
     pub attention: AttentionSignal,
     pub cancel_timeout: Duration,
+    /// Room for requests held whole, shared with every other connection.
+    pub budget: RequestBudget,
 }
 
 /// Runs both directions until one ends; the connection then closes.
@@ -116,6 +119,37 @@ where
     }
 }
 
+/// The packets of a request being held, with the budget room they take.
+#[derive(Default)]
+struct Held {
+    packets: Vec<Bytes>,
+    room: Option<Room>,
+}
+
+impl Held {
+    fn push(&mut self, raw: Bytes, room: Room) {
+        match &mut self.room {
+            Some(held) => held.merge(room),
+            None => self.room = Some(room),
+        }
+        self.packets.push(raw);
+    }
+
+    fn first_mut(&mut self) -> Option<&mut Bytes> {
+        self.packets.first_mut()
+    }
+
+    /// The packets; their room goes back to the budget.
+    fn take(&mut self) -> Vec<Bytes> {
+        self.room = None;
+        std::mem::take(&mut self.packets)
+    }
+
+    fn clear(&mut self) {
+        self.take();
+    }
+}
+
 /// Client to server.
 struct Upward<R, W> {
     client: PacketRead<R>,
@@ -126,7 +160,7 @@ struct Upward<R, W> {
     /// Mode of the request being received, while one is.
     current: Option<RequestInterest>,
     /// Packets of a request held for the rewriter.
-    held: Vec<Bytes>,
+    held: Held,
     /// An attention that arrived while a request was being forwarded.
     pending_attention: Option<Packet>,
     side: SideSend,
@@ -147,7 +181,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
             shared,
             assembler: MessageAssembler::default(),
             current: None,
-            held: Vec::new(),
+            held: Held::default(),
             pending_attention: None,
             side,
         }
@@ -213,11 +247,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
     }
 
     async fn hold(&mut self, packet: Packet) -> Result<(), RelayError> {
+        // The packet is kept twice until the request completes: as it came,
+        // and copied into the assembled message.
+        let room = self.shared.budget.reserve(2 * packet.raw.len()).await?;
         let assembled = self
             .assembler
             .push(&packet)
             .map_err(RelayError::decode(Leg::Client))?;
-        self.held.push(packet.raw);
+        self.held.push(packet.raw, room);
         match assembled {
             Some(Assembled::Message(message)) => self.rewrite(message).await,
             // The client abandoned the message (EOM|IGNORE): nothing of it
@@ -323,7 +360,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
     }
 
     async fn flush_held(&mut self) -> Result<(), RelayError> {
-        for raw in std::mem::take(&mut self.held) {
+        for raw in self.held.take() {
             self.server.send(&raw).await?;
         }
         Ok(())
