@@ -117,8 +117,9 @@ fn log_end(settings: &Settings, state: ConnState, result: Result<(), RelayError>
     let fault: &'static str = err.fault().into();
     let reason = error_chain(&err);
     match err.fault() {
-        Fault::Client => debug!(fault, state = ?state, reason, "connection ended"),
-        Fault::Server => info!(fault, state = ?state, reason, "connection ended"),
+        // Bad input from an application is worth an operator's eye at the
+        // default level: the reason names the fault, never a value.
+        Fault::Client | Fault::Server => info!(fault, state = ?state, reason, "connection ended"),
         Fault::Proxy => error!(fault, state = ?state, reason, "connection ended"),
     }
 }
@@ -148,9 +149,8 @@ async fn run(tcp: TcpStream, settings: &Settings, state: &mut ConnState) -> Resu
     };
     drop(request);
     *state = ConnState::LoggedIn;
-    let result = relay(client, logged_in, settings).await;
-    *state = ConnState::Closed;
-    result
+    // The state stays LoggedIn: the end is logged with the phase it ended in.
+    relay(client, logged_in, settings).await
 }
 
 /// Sends a login failure the application must see: ERROR + DONE.
