@@ -581,6 +581,21 @@ impl Config {
                 "cert_file and key_file must be given together",
             ));
         }
+        // Checked here so that a wrong path is a configuration error (exit
+        // 78) before anything is started, not a failure after the upstream
+        // is up.
+        let files = [
+            ("listen.cert_file", &listen.cert_file),
+            ("listen.key_file", &listen.key_file),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path.as_ref().filter(|path| !path.is_file()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is not a file tdsguard can read", path.display()),
+                ));
+            }
+        }
         if listen.request_memory_mib == 0 || listen.request_memory_mib > 1 << 20 {
             return Err(ConfigError::invalid(
                 "listen.request_memory_mib",
@@ -696,6 +711,21 @@ mod tests {
         let config = Config::load(&source, &Overrides::default()).unwrap();
         assert_eq!(config.upstream.mode, UpstreamMode::Embedded);
         assert!(!config.columns.is_empty());
+    }
+
+    #[test]
+    fn missing_certificate_files_are_configuration_errors() {
+        let text = "[listen]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n";
+        let text_err = load_text(text, &[]).unwrap_err().to_string();
+        assert!(text_err.contains("listen.cert_file"), "{text_err}");
+
+        let cert = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "[listen]\ncert_file = {:?}\nkey_file = \"/nonexistent/key.pem\"\n",
+            cert.path()
+        );
+        let text_err = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(text_err.contains("listen.key_file"), "{text_err}");
     }
 
     #[test]
