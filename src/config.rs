@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+mod entries;
+
+pub use entries::EntryProblem;
+
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "TDSGUARD";
 
@@ -43,6 +47,22 @@ pub enum ConfigError {
 
     #[error("invalid `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+
+    /// Problems of `[[columns]]` and `[[procedures]]` entries: all of them, in file order.
+    #[error("{}", entries_summary(.0))]
+    Entries(Vec<EntryProblem>),
+}
+
+/// The first problem, and how many more there are (`tdsguard check` lists every one).
+fn entries_summary(problems: &[EntryProblem]) -> String {
+    match problems {
+        [] => "invalid [[columns]] or [[procedures]] entry".to_owned(),
+        [only] => only.to_string(),
+        [first, rest @ ..] => format!(
+            "{first} (and {} more: `tdsguard check` lists them all)",
+            rest.len()
+        ),
+    }
 }
 
 impl ConfigError {
@@ -482,6 +502,7 @@ impl Config {
     /// Loads and validates the configuration from all layers.
     pub fn load(source: &Source, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
+        let mut file_text = None;
         if let Some(path) = &source.file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
@@ -489,6 +510,7 @@ impl Config {
             })?;
             check_file(path, &text)?;
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+            file_text = Some((path, text));
         }
 
         // Only `TDSGUARD_<SECTION>__<KEY>` names are configuration; other
@@ -516,8 +538,13 @@ impl Config {
         }
 
         let config: Config = builder.build()?.try_deserialize()?;
-        config.validate()?;
-        Ok(config)
+        match (config.validate(), file_text) {
+            (Err(ConfigError::Entries(mut problems)), Some((path, text))) => {
+                entries::locate(&mut problems, path, &text);
+                Err(ConfigError::Entries(problems))
+            }
+            (result, _) => result.map(|()| config),
+        }
     }
 
     /// Checks what serde cannot: combinations and value ranges.
@@ -564,35 +591,23 @@ impl Config {
         Ok(())
     }
 
+    /// Every `[[columns]]` and `[[procedures]]` problem, not only the first.
     fn validate_columns(&self) -> Result<(), ConfigError> {
-        let mut seen = std::collections::HashSet::new();
-        for (i, col) in self.columns.iter().enumerate() {
-            let key = format!("columns[{i}]");
-            if col.table.trim().is_empty() || col.column.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    key,
-                    "table and column must not be empty",
-                ));
-            }
-            if col.table.split('.').count() > 2 {
-                return Err(ConfigError::invalid(
-                    format!("{key}.table"),
-                    format!("`{}` is not `table` or `schema.table`", col.table),
-                ));
-            }
-            let ident = (
-                col.database.clone().unwrap_or_default().to_lowercase(),
-                col.table.to_lowercase(),
-                col.column.to_lowercase(),
-            );
-            if !seen.insert(ident) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("{}.{} is mapped twice", col.table, col.column),
-                ));
-            }
+        // Keys for real data are never generated implicitly: only the
+        // embedded sandbox gets a demo key.
+        let real = self.upstream.mode == UpstreamMode::Server;
+        if real && !self.columns.is_empty() && self.keys.company_key_file.is_none() {
+            return Err(ConfigError::invalid(
+                "keys.company_key_file",
+                "required when [[columns]] are mapped and upstream.mode = \"server\"; make \
+                 one with `tdsguard keygen` and the database's data key with `tdsguard init-db`",
+            ));
         }
-        Ok(())
+        let problems = entries::problems(&self.columns, &self.procedures);
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(ConfigError::Entries(problems)),
+        }
     }
 }
 
@@ -700,11 +715,55 @@ mod tests {
     }
 
     #[test]
+    fn mapped_columns_on_a_real_server_need_a_company_key() {
+        let text = "[upstream]\nmode = \"server\"\nhost = \"db.example.net\"\n\
+                    [[columns]]\ntable = \"dbo.Patients\"\ncolumn = \"ssn\"\ntype = \"char(11)\"\n";
+        let err = load_text(text, &[]).unwrap_err().to_string();
+        assert!(err.contains("keys.company_key_file"), "{err}");
+        assert!(err.contains("tdsguard keygen"), "{err}");
+
+        let ok = text.replace(
+            "[[columns]]",
+            "[keys]\ncompany_key_file = \"/etc/tdsguard/k.pem\"\n[[columns]]",
+        );
+        load_text(&ok, &[]).unwrap();
+    }
+
+    #[test]
     fn duplicate_column_is_rejected_with_its_entry() {
         let text = "[[columns]]\ntable = \"Patients\"\ncolumn = \"ssn\"\ntype = \"char(11)\"\n\
                     [[columns]]\ntable = \"patients\"\ncolumn = \"SSN\"\ntype = \"char(11)\"\n";
         let err = load_text(text, &[]).unwrap_err();
         assert!(err.to_string().contains("columns[1]"), "{err}");
+    }
+
+    #[test]
+    fn entry_problems_name_file_line_and_count() {
+        let text = "[[columns]]\ntable = \"Patients\"\ncolumn = \"ssn\"\ntype = \"char(9000)\"\n\
+                    [[columns]]\ntable = \"Patients\"\ncolumn = \"flag\"\ntype = \"bit\"\n\
+                    mode = \"deterministic\"\n";
+        let err = load_text(text, &[]).unwrap_err();
+        let ConfigError::Entries(problems) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(problems.len(), 2);
+        assert_eq!(
+            problems[0].location.as_ref().map(|(_, line)| *line),
+            Some(4)
+        );
+        assert_eq!(
+            problems[1].location.as_ref().map(|(_, line)| *line),
+            Some(9)
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(":4: columns[0].type (Patients.ssn)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(and 1 more: `tdsguard check` lists them all)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -89,6 +89,12 @@ fn smoke_run_writes_json_and_svg() {
     assert_eq!(scale["through_tdsguard"]["served"], 4);
     assert_eq!(scale["all_served"], true);
     assert!(report["machine"]["nproc"].as_u64().is_some_and(|n| n >= 1));
+    let goals = report["goals"].as_array().expect("goals");
+    assert!(!goals.is_empty());
+    assert!(
+        goals.iter().all(|g| g["met"].is_null()),
+        "one request per target judges no goal: {goals:?}"
+    );
 
     let plot = std::fs::read_to_string(&svg).expect("SVG written");
     assert!(plot.starts_with("<svg"), "{}", &plot[..plot.len().min(80)]);

@@ -18,6 +18,7 @@ use tdsguard::relay::hook::{
 use tdsguard::relay::{RequestRewriter, ResponseRewriter, RewriterFactory};
 use tdsguard::tds::packet::{encode_message, Message, PacketHeader, PacketType};
 use tdsguard::tds::stream::Item;
+use tdsguard::tds::token::TokenContext;
 
 #[derive(Default)]
 struct Counters {
@@ -60,6 +61,7 @@ impl ResponseRewriter for Responses {
     fn on_item(
         &mut self,
         item: &Item,
+        _ctx: &TokenContext,
         _session: &SessionInfo,
     ) -> Result<ResponseAction, RewriteError> {
         if matches!(item, Item::RowEnd) {

@@ -1084,3 +1084,26 @@ fn joins_grouping_and_expressions() {
     assert_eq!(c.results()[0].0[0].ty, SqlType::NVarChar(Len::N(100)));
     assert_eq!(c.scalar(), Value::Null);
 }
+
+#[test]
+fn check_constraints_on_numeric_columns_are_enforced_as_547() {
+    let mut db = Db::new();
+    db.ok("CREATE TABLE dbo.K (key_id int NOT NULL, ratio float, \
+         CONSTRAINT [CK_K_key_id] CHECK (key_id > 0 AND (ratio IS NULL OR ratio <= 1.5)))");
+    db.ok("INSERT INTO dbo.K (key_id, ratio) VALUES (1, 0.5)");
+    assert_eq!(
+        db.run("INSERT INTO dbo.K (key_id) VALUES (0)").errors(),
+        vec![547]
+    );
+    assert_eq!(
+        db.run("UPDATE dbo.K SET ratio = 2 WHERE key_id = 1")
+            .errors(),
+        vec![547]
+    );
+
+    // A check the sandbox cannot enforce the way SQL Server does is refused,
+    // not silently weakened.
+    let refused = db.run("CREATE TABLE dbo.T (name nvarchar(10), CHECK (name <> N''))");
+    assert_eq!(refused.errors().len(), 1);
+    assert_ne!(refused.errors()[0], 547);
+}

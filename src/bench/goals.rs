@@ -17,6 +17,9 @@ use crate::bench::targets::TargetKind;
 pub const IDLE_RSS_LIMIT: f64 = 16.0 * 1024.0;
 /// Idle connections tdsguard must serve at once.
 pub const CONNECTIONS_GOAL: usize = 9_000;
+/// Fewest requests per target a throughput or latency goal is judged
+/// from (smoke runs send one).
+const MIN_REQUESTS: u64 = 10;
 /// Fewest connections an RSS-per-connection figure is judged from: below
 /// it allocator noise of a few hundred KiB swamps the per-connection share.
 const MIN_RSS_CONNECTIONS: usize = 1_000;
@@ -89,16 +92,23 @@ fn versus_byte_copy(s: &ScenarioReport) -> Option<&crate::bench::report::Compari
         .find(|c| c.target == TargetKind::Tdsguard && c.baseline == TargetKind::ByteCopy)
 }
 
+/// Why the figures of `s` are too few to judge, if they are.
+fn too_few(s: &ScenarioReport) -> Option<String> {
+    let fewest = s.targets.iter().map(|m| m.requests).min()?;
+    (fewest < MIN_REQUESTS).then(|| format!("not judged: only {fewest} requests per target"))
+}
+
 fn ratio_goal(rule: &RatioGoal, s: &ScenarioReport) -> Goal {
     let measured = versus_byte_copy(s).and_then(|c| c.throughput_ratio);
     let encrypted = s.encryption.as_ref().is_some_and(|e| e.active);
-    let (met, note) = match (measured, rule.needs_encryption && !encrypted) {
-        (None, _) => (None, format!("no figure: {}", s.status)),
-        (Some(r), true) => (
+    let (met, note) = match (measured, rule.needs_encryption && !encrypted, too_few(s)) {
+        (None, _, _) => (None, format!("no figure: {}", s.status)),
+        (Some(r), true, _) => (
             None,
             format!("not measured: encryption was not active (pass-through ratio {r:.3})"),
         ),
-        (Some(r), false) => (Some(r >= rule.min), format!("{r:.3}x")),
+        (Some(r), false, Some(few)) => (None, format!("{few} ({r:.3}x)")),
+        (Some(r), false, None) => (Some(r >= rule.min), format!("{r:.3}x")),
     };
     Goal {
         goal: rule.goal,
@@ -111,15 +121,20 @@ fn ratio_goal(rule: &RatioGoal, s: &ScenarioReport) -> Goal {
 
 fn added_latency_goal(s: &ScenarioReport) -> Goal {
     let measured = versus_byte_copy(s).and_then(|c| c.added_p50_us);
+    let few = too_few(s);
+    let note = match (measured, &few) {
+        (None, _) => format!("no figure: {}", s.status),
+        (Some(us), Some(few)) => format!("{few} ({us:.1} us)"),
+        (Some(us), None) => format!("{us:.1} us"),
+    };
     Goal {
         goal: "pass-through adds <= 15 us p50 over byte-copy (small)",
         concurrency: Some(s.concurrency),
         measured,
-        met: measured.map(|us| us <= ADDED_P50_LIMIT_US),
-        note: measured.map_or_else(
-            || format!("no figure: {}", s.status),
-            |us| format!("{us:.1} us"),
-        ),
+        met: measured
+            .filter(|_| few.is_none())
+            .map(|us| us <= ADDED_P50_LIMIT_US),
+        note,
     }
 }
 

@@ -43,7 +43,7 @@ use crate::bench::measure::{Budget, Sample};
 use crate::bench::report::{Report, ScenarioReport, Settings};
 use crate::bench::scenarios::{Connector, Scenario};
 use crate::bench::targets::{Proxy, TargetKind};
-use crate::config::{Config, SandboxUser};
+use crate::config::{ColumnConfig, Config, SandboxUser};
 
 /// Thread-name prefixes of the three runtimes (at most 15 bytes: Linux
 /// truncates thread names there).
@@ -179,6 +179,15 @@ struct Stack {
     dir: WorkDir,
 }
 
+impl Stack {
+    /// The tdsguard target's configuration with `columns` mapped and the
+    /// bench's company key, if it made one.
+    fn proxy_config(&self, options: &BenchOptions, columns: &[ColumnConfig]) -> Config {
+        let key_file = self.keys.as_ref().ok().and_then(Option::as_deref);
+        targets::proxy_config(&options.config, self.dir.path(), columns, key_file)
+    }
+}
+
 /// A private directory for the sandbox's data and the generated
 /// certificates and keys, removed when the run ends.
 struct WorkDir(PathBuf);
@@ -253,15 +262,12 @@ async fn run_modes(
         run_scenarios(options, stack, proxy_rt, report).await?;
     }
     if let Some(n) = options.connections {
-        let ca_file = stack.ca_file.clone();
-        let dir = stack.dir.path();
         let scale = scale::run(
-            options,
+            stack.proxy_config(options, &[]),
             &stack.direct,
             proxy_rt,
             stack.upstream,
-            ca_file,
-            dir,
+            stack.ca_file.clone(),
             n,
         );
         report.connection_scale = Some(scale.await?);
@@ -318,9 +324,13 @@ async fn stack(options: &BenchOptions, upstream_rt: &Handle) -> Result<Stack, Be
 /// The embedded sandbox's default database.
 const SANDBOX_DATABASE: &str = "tdsguard";
 
-/// Whether a chosen scenario maps columns.
+/// Whether the tdsguard target will map columns: the configuration's own
+/// `[[columns]]` (tdsguard runs as configured, so those are mapped in
+/// every scenario) or a chosen scenario's.
 fn needs_keys(options: &BenchOptions) -> bool {
-    options.run_scenarios && chosen(options).is_ok_and(|all| all.iter().any(|s| s.is_mapped()))
+    let mapped_scenario =
+        options.run_scenarios && chosen(options).is_ok_and(|all| all.iter().any(|s| s.is_mapped()));
+    mapped_scenario || !options.config.columns.is_empty()
 }
 
 /// A company key and a data key in the sandbox for the tdsguard target.
@@ -447,10 +457,7 @@ async fn run_scenario(
             .map(|&c| ScenarioReport::status(scenario, c, format!("failed: {reason}")))
             .collect()
     };
-    let mut config = targets::proxy_config(&options.config, stack.dir.path(), &scenario.columns);
-    if let Ok(Some(key_file)) = &stack.keys {
-        config.keys.company_key_file = Some(key_file.clone());
-    }
+    let config = stack.proxy_config(options, &scenario.columns);
     let proxy = match Proxy::start(proxy_rt, config, stack.upstream, stack.ca_file.clone()).await {
         Ok(proxy) => proxy,
         Err(err) => return failed(err.to_string()),

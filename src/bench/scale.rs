@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,9 @@ use tokio::sync::Semaphore;
 
 use crate::bench::rss::{self, FdLimit};
 use crate::bench::scenarios::{Connector, Tiberius};
-use crate::bench::targets::{self, Proxy};
-use crate::bench::{BenchError, BenchOptions};
+use crate::bench::targets::Proxy;
+use crate::bench::BenchError;
+use crate::config::Config;
 
 /// Logins in flight at once while opening; more only queue in the accept
 /// backlogs and make logins time out.
@@ -120,17 +121,16 @@ impl ScaleReport {
     }
 }
 
-/// Runs connection-scale mode with `requested` connections.
+/// Runs connection-scale mode with `requested` connections through a
+/// tdsguard target configured with `config`.
 pub async fn run(
-    options: &BenchOptions,
+    mut config: Config,
     direct: &Connector,
     proxy_rt: &Handle,
     upstream: SocketAddr,
     ca_file: Option<PathBuf>,
-    dir: &Path,
     requested: usize,
 ) -> Result<ScaleReport, BenchError> {
-    let mut config = targets::proxy_config(&options.config, dir, &[]);
     config.listen.max_connections = config
         .listen
         .max_connections

@@ -26,7 +26,7 @@ use crate::config::{
 };
 use crate::crypto::key_table::{insert_values, parse_row};
 use crate::crypto::{Fingerprint, KeyTable, WrappedDataKey};
-use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions, TlsSource};
+use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 
 /// Environment variable holding the administrator login.
 pub const ADMIN_USER_ENV: &str = "TDSGUARD_ADMIN_USER";
@@ -223,7 +223,7 @@ impl Upstream {
                 sandbox: None,
             });
         }
-        let options = sandbox_options(config);
+        let options = SandboxOptions::embedded(config);
         if let Some(dir) = options.data_file.parent() {
             // The sandbox opens its SQLite file but does not create the directory.
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -247,29 +247,26 @@ impl Upstream {
     }
 }
 
-/// The sandbox options `tdsguard serve` uses, so both open the same data file.
-pub fn sandbox_options(config: &Config) -> SandboxOptions {
-    let sandbox = &config.sandbox;
-    let data_dir = &config.listen.data_dir;
-    SandboxOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_file: under(data_dir, &sandbox.data_file),
-        users: sandbox.users.clone(),
-        database: sandbox.database.clone(),
-        allow_plaintext: sandbox.allow_plaintext,
-        routing: None,
-        tls: TlsSource::SelfSigned {
-            dir: data_dir.join("sandbox"),
-        },
-    }
-}
-
-/// `file` inside `dir`, unless it is absolute or already names `dir` (as `serve` does it).
-fn under(dir: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() || file.starts_with(dir) {
-        return file.to_path_buf();
-    }
-    dir.join(file)
+/// Runs `work` on an administrator connection to the configured upstream,
+/// in `database` when given. The embedded sandbox, when it is the upstream,
+/// is started first and stopped afterwards whatever `work` returned.
+pub fn run_as_admin<T>(
+    config: &Config,
+    database: Option<&str>,
+    work: impl AsyncFnOnce(&mut AdminClient) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let credentials = Credentials::for_config(config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let upstream = Upstream::start(config).await?;
+        let result = async {
+            let mut client = connect(&upstream.target, &credentials, database).await?;
+            work(&mut client).await
+        }
+        .await;
+        upstream.close().await;
+        result
+    })
 }
 
 /// Logs in to `target` as `credentials`, in `database` when given.
@@ -342,28 +339,9 @@ fn row_from_tiberius(row: &tiberius::Row) -> anyhow::Result<WrappedDataKey> {
 
 /// Creates the key table (docs/FORMAT.md).
 pub async fn create_table(client: &mut AdminClient, table: &KeyTable) -> anyhow::Result<()> {
-    let created = run_batch(client, table.create_table_sql()).await;
-    let created = match created {
-        Err(tiberius::error::Error::Server(e)) if e.code() == SANDBOX_UNSUPPORTED => {
-            // TODO(tdsguard): the sandbox has no CHECK constraints. The key id range is also
-            // enforced when rows are read (DataKeyId), so the table works without it.
-            run_batch(client, without_check_constraint(&table.create_table_sql())).await
-        }
-        other => other,
-    };
-    created.with_context(|| format!("creating {}", table.name()))
-}
-
-/// The sandbox's number for a statement it does not support.
-const SANDBOX_UNSUPPORTED: u32 = crate::sandbox::engine::errors::UNSUPPORTED as u32;
-
-/// `CREATE TABLE` text without its `CHECK` constraint line.
-fn without_check_constraint(sql: &str) -> String {
-    let kept: Vec<&str> = sql
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("CONSTRAINT [CK_"))
-        .collect();
-    kept.join("\n").replace(",\n)", "\n)")
+    run_batch(client, table.create_table_sql())
+        .await
+        .with_context(|| format!("creating {}", table.name()))
 }
 
 async fn run_batch(client: &mut AdminClient, sql: String) -> tiberius::Result<()> {
@@ -424,15 +402,6 @@ pub async fn transaction(client: &mut AdminClient, statement: &str) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn check_constraint_is_dropped_for_the_sandbox_only_by_line() {
-        let table = KeyTable::new("dbo.k").unwrap();
-        let relaxed = without_check_constraint(&table.create_table_sql());
-        assert!(!relaxed.contains("CHECK"), "{relaxed}");
-        assert!(relaxed.contains("PRIMARY KEY (key_id, company_key_fingerprint)\n)"));
-        assert!(relaxed.ends_with(')'));
-    }
 
     #[test]
     fn credentials_debug_hides_the_password() {
@@ -496,12 +465,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            sandbox_options(&config).data_file,
+            SandboxOptions::embedded(&config).data_file,
             PathBuf::from("data/sandbox.sqlite")
         );
         config.sandbox.data_file = PathBuf::from("x.sqlite");
         assert_eq!(
-            sandbox_options(&config).data_file,
+            SandboxOptions::embedded(&config).data_file,
             PathBuf::from("data/x.sqlite")
         );
     }

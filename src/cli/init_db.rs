@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::cli::admin_client::{self, AdminClient, Credentials, Upstream};
+use crate::cli::admin_client::{self, AdminClient};
 use crate::config::Config;
 use crate::crypto::{rotate, CompanyKey, DataKeyCache, DataKeyId, Fingerprint, KeyTable};
 
@@ -30,19 +30,8 @@ pub struct InitReport {
 pub fn run(config: &Config, database: Option<&str>, replace: bool) -> anyhow::Result<ExitCode> {
     let company = load_company_key(config)?;
     let table = key_table(config)?;
-    let credentials = Credentials::for_config(config)?;
-
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(async {
-        let upstream = Upstream::start(config).await?;
-        let result = async {
-            let mut client =
-                admin_client::connect(&upstream.target, &credentials, database).await?;
-            init_db(&mut client, &table, &company, replace).await
-        }
-        .await;
-        upstream.close().await;
-        result
+    let report = admin_client::run_as_admin(config, database, async |client| {
+        init_db(client, &table, &company, replace).await
     })?;
 
     print_report(&report, &table, &mut std::io::stdout().lock())?;

@@ -46,8 +46,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default command).
     Serve(serve::ServeArgs),
-    /// Validate the configuration and exit.
-    Check,
+    /// Validate the configuration, print each mapped column's storage type and, with an
+    /// administrator login, check the live schema and key table.
+    Check(check::CheckArgs),
 
     /// Make a company key: an RSA-2048 key pair as a PKCS#8 PEM file (mode 0600).
     Keygen {
@@ -114,12 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve::run(&cli, &serve::ServeArgs::default()),
         Some(Command::Serve(ref args)) => serve::run(&cli, args),
-        Some(Command::Check) => {
-            let Some(config) = load_config(&cli, &overrides) else {
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            };
-            check::run(&config)
-        }
+        Some(Command::Check(ref args)) => check::run(&cli, &overrides, args),
         Some(Command::Keygen { ref out }) => {
             keygen::keygen(out)?;
             Ok(ExitCode::SUCCESS)
@@ -171,10 +167,7 @@ fn run_key_command(
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    // tiberius logs every server error at ERROR, expected ones (a missing table) included;
-    // the command reports the errors that matter itself.
-    let level = format!("{},tiberius=off", config.log.level);
-    init_logging(&level, config.log.format);
+    init_logging(&config.log.level, config.log.format);
     command(&config)
 }
 
@@ -196,6 +189,18 @@ fn run_dump(
     })
 }
 
+/// The filter with tiberius switched off unless it names tiberius itself.
+/// tiberius is only the key commands' and the demo's administrator client:
+/// it logs every server error at ERROR, expected ones (a missing table)
+/// included, and may log statement text at its debug levels; the commands
+/// report the errors that matter themselves.
+fn quiet_admin_client(directives: &str) -> String {
+    match directives.contains("tiberius") {
+        true => directives.to_owned(),
+        false => format!("{directives},tiberius=off"),
+    }
+}
+
 /// Loads the configuration, printing an error to stderr (before logging
 /// starts) when it is invalid.
 pub fn load_config(cli: &Cli, overrides: &Overrides) -> Option<Config> {
@@ -211,8 +216,12 @@ pub fn load_config(cli: &Cli, overrides: &Overrides) -> Option<Config> {
 
 /// Installs the tracing subscriber for a long-running command.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let directives = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| level.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(quiet_admin_client(&directives))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(quiet_admin_client(level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -222,5 +231,19 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
     if let Err(err) = result {
         eprintln!("tdsguard: logging was already initialised: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_client_is_quiet_unless_named() {
+        assert_eq!(quiet_admin_client("info"), "info,tiberius=off");
+        assert_eq!(
+            quiet_admin_client("debug,tiberius=warn"),
+            "debug,tiberius=warn"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::cli::admin_client::{self, AdminClient, Credentials, Upstream};
+use crate::cli::admin_client::{self, AdminClient};
 use crate::cli::init_db::{finish_transaction, key_table, load_company_key};
 use crate::config::Config;
 use crate::crypto::{rewrap as rewrap_row, CompanyKey, DataKeyId, Fingerprint, KeyTable};
@@ -40,19 +40,8 @@ pub fn run(
     let from = load_company_key(config)?;
     let to = CompanyKey::load(new_key)?;
     let table = key_table(config)?;
-    let credentials = Credentials::for_config(config)?;
-
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(async {
-        let upstream = Upstream::start(config).await?;
-        let result = async {
-            let mut client =
-                admin_client::connect(&upstream.target, &credentials, database).await?;
-            rewrap(&mut client, &table, &from, &to, keep_old).await
-        }
-        .await;
-        upstream.close().await;
-        result
+    let report = admin_client::run_as_admin(config, database, async |client| {
+        rewrap(client, &table, &from, &to, keep_old).await
     })?;
 
     print_report(&report, &mut std::io::stdout().lock())?;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::cli::admin_client::{self, AdminClient, Credentials, Upstream};
+use crate::cli::admin_client::{self, AdminClient};
 use crate::cli::init_db::{key_table, load_company_key};
 use crate::config::Config;
 use crate::crypto::{rotate, CompanyKey, DataKeyCache, DataKeyId, Fingerprint, KeyTable};
@@ -26,19 +26,8 @@ pub struct RotateReport {
 pub fn run(config: &Config, database: Option<&str>) -> anyhow::Result<ExitCode> {
     let company = load_company_key(config)?;
     let table = key_table(config)?;
-    let credentials = Credentials::for_config(config)?;
-
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(async {
-        let upstream = Upstream::start(config).await?;
-        let result = async {
-            let mut client =
-                admin_client::connect(&upstream.target, &credentials, database).await?;
-            rotate_data_key(&mut client, &table, &company).await
-        }
-        .await;
-        upstream.close().await;
-        result
+    let report = admin_client::run_as_admin(config, database, async |client| {
+        rotate_data_key(client, &table, &company).await
     })?;
 
     print_report(&report, &mut std::io::stdout().lock())?;

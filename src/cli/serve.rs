@@ -5,19 +5,30 @@
 //! With `upstream.mode = "embedded"` the stand-in server is started in
 //! process on a free loopback port and the proxy relays to it over TLS,
 //! verifying the certificate the sandbox generated.
+//!
+//! With `[[columns]]` mapped, the relay encrypts them: the company key comes
+//! from `keys.company_key_file`; in front of the embedded sandbox a demo key
+//! and the sandbox's data key are provisioned when missing
+//! ([`provision_demo`]). With a real upstream nothing is generated.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::cli::{init_logging, load_config, Cli, EXIT_CONFIG};
 use crate::config::{ClientTls, Config, Overrides, UpstreamMode};
+use crate::crypto::demo::provision_demo;
+use crate::crypto::session_keys::KeySource;
+use crate::crypto::{CompanyKey, DataKeyCache, KeyTable};
+use crate::relay::columns::ColumnEncryption;
 use crate::relay::upstream::Target;
-use crate::relay::{Listener, Upstream};
-use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions, TlsSource};
+use crate::relay::{Listener, PassThrough, RewriterFactory, Upstream};
+use crate::rewrite::{NoKeyCipher, Rewriter};
+use crate::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 
 /// Arguments of `tdsguard serve`.
 #[derive(Debug, Default, clap::Args)]
@@ -48,7 +59,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     warn_weaker_security(&config);
     let (upstream, sandbox) = upstream(&config).await?;
     let target = upstream.target.clone();
-    let listener = Listener::bind(&config, upstream)
+    let rewriters = rewriters(&config, sandbox.as_ref()).await?;
+    let listener = Listener::bind_with(&config, upstream, rewriters)
         .await
         .context("starting the listener")?;
     info!(
@@ -63,6 +75,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sandbox.shutdown().await;
     }
     Ok(())
+}
+
+/// Column encryption when `[[columns]]` are mapped; otherwise the relay
+/// stays a pure pass-through.
+pub async fn rewriters(
+    config: &Config,
+    sandbox: Option<&SandboxHandle>,
+) -> anyhow::Result<Arc<dyn RewriterFactory>> {
+    if config.columns.is_empty() {
+        return Ok(Arc::new(PassThrough));
+    }
+    let key_file = match sandbox {
+        Some(sandbox) => {
+            provision_demo(config, sandbox.addr(), sandbox.cert_pem_path())
+                .await
+                .context("provisioning the demo keys in the embedded sandbox")?
+                .key_file
+        }
+        None => config
+            .keys
+            .company_key_file
+            .clone()
+            .context("keys.company_key_file is required for [[columns]]")?,
+    };
+    let company = CompanyKey::load(&key_file)
+        .with_context(|| format!("loading the company key {}", key_file.display()))?;
+    let table = KeyTable::new(&config.keys.key_table).context("keys.key_table")?;
+    let keys = KeySource::new(table, Arc::new(company)).with_cache(Arc::new(DataKeyCache::new()));
+    let rewriter = Rewriter::from_config(config, Arc::new(NoKeyCipher)).context("[[columns]]")?;
+    info!(
+        columns = config.columns.len(),
+        key.fingerprint = %keys.fingerprint(),
+        "column encryption on"
+    );
+    Ok(Arc::new(ColumnEncryption::new(Arc::new(rewriter), keys)))
 }
 
 fn warn_weaker_security(config: &Config) {
@@ -82,7 +129,7 @@ async fn upstream(config: &Config) -> anyhow::Result<(Upstream, Option<SandboxHa
     if config.upstream.mode == UpstreamMode::Server {
         return Ok((Upstream::from_config(config), None));
     }
-    let sandbox = Sandbox::start(sandbox_options(config))
+    let sandbox = Sandbox::start(SandboxOptions::embedded(config))
         .await
         .context("starting the embedded sandbox")?;
     info!(
@@ -97,30 +144,6 @@ async fn upstream(config: &Config) -> anyhow::Result<(Upstream, Option<SandboxHa
         ca_file: sandbox.cert_pem_path().map(Path::to_path_buf),
     };
     Ok((upstream, Some(sandbox)))
-}
-
-fn sandbox_options(config: &Config) -> SandboxOptions {
-    let sandbox = &config.sandbox;
-    let data_dir = &config.listen.data_dir;
-    SandboxOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_file: under(data_dir, &sandbox.data_file),
-        users: sandbox.users.clone(),
-        database: sandbox.database.clone(),
-        allow_plaintext: sandbox.allow_plaintext,
-        routing: None,
-        tls: TlsSource::SelfSigned {
-            dir: data_dir.join("sandbox"),
-        },
-    }
-}
-
-/// `file` inside `dir`, unless it is absolute or already names `dir`.
-fn under(dir: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() || file.starts_with(dir) {
-        return file.to_path_buf();
-    }
-    dir.join(file)
 }
 
 #[cfg(unix)]
@@ -141,26 +164,4 @@ async fn wait_for_stop() {
 #[cfg(not(unix))]
 async fn wait_for_stop() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sandbox_file_lands_under_the_data_dir() {
-        let dir = Path::new("data");
-        assert_eq!(
-            under(dir, Path::new("data/s.sqlite")),
-            PathBuf::from("data/s.sqlite")
-        );
-        assert_eq!(
-            under(dir, Path::new("s.sqlite")),
-            PathBuf::from("data/s.sqlite")
-        );
-        assert_eq!(
-            under(dir, Path::new("/tmp/s.sqlite")),
-            PathBuf::from("/tmp/s.sqlite")
-        );
-    }
 }

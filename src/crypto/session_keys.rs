@@ -43,8 +43,8 @@ pub const MAX_KEY_ROWS: usize = 4096;
 pub const MAX_KEY_ROW_BYTES: usize = 4096;
 
 /// Error number of the SQL error a refusal becomes (SQL Server leaves numbers above 50000 to
-/// applications; the relay's own fatal errors use 50100).
-pub const KEY_REFUSAL_ERROR_NUMBER: u32 = 50_101;
+/// applications; the rewriter's refusals use 50100-50115, docs/ERRORS.md).
+pub const KEY_REFUSAL_ERROR_NUMBER: u32 = 50_120;
 
 /// Class of that error: 16, a statement error the application can show; the session goes on.
 pub const KEY_REFUSAL_CLASS: u8 = 16;

@@ -251,6 +251,7 @@ async fn finish_login(
         client_packet_size: client_size,
         server_packet_size: server_size,
         tds_version: version.0,
+        login_env: response.env_changes(),
     };
     let context = response.context;
     Ok(Some(LoggedIn {
@@ -304,7 +305,7 @@ async fn relay(
         PacketRead::with_pending(server_rd, &server_rest, Leg::Server),
         PacketWrite::new(server_wr, Leg::Server),
     );
-    let rewriters = (settings.rewriters.request(), settings.rewriters.response());
+    let rewriters = settings.rewriters.pair(&logged_in.session);
     let shared = Shared {
         session: logged_in.session,
         attention: AttentionSignal::new(),

@@ -123,6 +123,9 @@ pub enum RelayError {
     #[error("the server did not acknowledge a cancel within {timeout_ms} ms")]
     CancelTimeout { timeout_ms: u64 },
 
+    #[error("the server did not answer tdsguard's own request within {timeout_ms} ms")]
+    OwnRequestTimeout { timeout_ms: u64 },
+
     #[error("tdsguard could not encode a message")]
     Encode(#[from] EncodeError),
 
@@ -156,7 +159,8 @@ impl RelayError {
             | RelayError::ConnectTimeout { .. }
             | RelayError::TooManyRedirects { .. }
             | RelayError::LoginTimeout
-            | RelayError::CancelTimeout { .. } => Fault::Server,
+            | RelayError::CancelTimeout { .. }
+            | RelayError::OwnRequestTimeout { .. } => Fault::Server,
             RelayError::MarsRequired
             | RelayError::PreTds7Login
             | RelayError::EncryptionRequired

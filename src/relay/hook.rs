@@ -23,13 +23,21 @@
 //! - After an attention the server may cut a result anywhere; the response
 //!   rewriter is told, and must cope with a result set that never ends.
 //! - RESETCONNECTION drops per-session state (prepared handles, metadata).
+//! - A request rewriter may answer a request itself ([`Rewritten::Answered`]):
+//!   nothing goes upstream and the answer reaches the client between server
+//!   messages. It may also ask for a request of the proxy's own to run
+//!   first on the same session ([`Rewritten::OwnRequestFirst`]): its reply
+//!   goes to [`ResponseRewriter::on_own_item`], never to the client, and
+//!   the client's message is offered again once the reply has ended.
+//! - Every ENVCHANGE reaches [`ResponseRewriter::on_env_change`], whether
+//!   the message is intercepted or not.
 
 use bytes::Bytes;
 use thiserror::Error;
 
 use crate::tds::packet::{Message, PacketHeader};
 use crate::tds::stream::{Item, RowMode};
-use crate::tds::token::ColMetadata;
+use crate::tds::token::{ColMetadata, EnvChange, TokenContext};
 
 /// A rewriter refused or failed to rewrite a message. The relay ends the
 /// connection; the message says why without quoting values.
@@ -55,6 +63,14 @@ pub enum Rewritten {
     Unchanged,
     /// Send this payload instead, same packet type and reset bits.
     Replaced(Bytes),
+    /// Send nothing upstream; answer the client with this token stream (a
+    /// whole response, ending in a DONE without MORE).
+    Answered(Bytes),
+    /// First run this SQL batch payload of the proxy's own on the session
+    /// (the client's reset bits move onto it, so it runs after the reset);
+    /// its reply goes to the response rewriter. Then the message is offered
+    /// again.
+    OwnRequestFirst(Bytes),
 }
 
 /// What to send for one server item.
@@ -75,6 +91,9 @@ pub struct SessionInfo {
     pub server_packet_size: usize,
     /// The TDS version LOGINACK reported, as LOGINACK carries it.
     pub tds_version: u32,
+    /// The ENVCHANGE tokens of the login response, in order: the database
+    /// the session starts in, its collation, the packet size.
+    pub login_env: Vec<EnvChange>,
 }
 
 /// Client-to-server hook.
@@ -107,20 +126,36 @@ pub trait ResponseRewriter: Send {
         false
     }
 
-    /// While intercepting, after each COLMETADATA: how the following rows
-    /// are handed over (whole and decoded, or as raw pieces).
+    /// While intercepting, after each COLMETADATA has been offered to
+    /// `on_item` (or `on_own_item`): how the following rows are handed over
+    /// (whole and decoded, or as raw pieces).
     fn row_mode(&mut self, _metadata: &ColMetadata) -> RowMode {
         RowMode::Pieces
     }
 
-    /// While intercepting: each token, row piece or row end, in order.
+    /// While intercepting: each token, row piece or row end, in order, with
+    /// the reader's context (version, features) for re-encoding.
     fn on_item(
         &mut self,
         _item: &Item,
+        _ctx: &TokenContext,
         _session: &SessionInfo,
     ) -> Result<ResponseAction, RewriteError> {
         Ok(ResponseAction::Forward)
     }
+
+    /// Each item of the reply to a request of the proxy's own
+    /// ([`Rewritten::OwnRequestFirst`]); nothing of it reaches the client.
+    /// After its COLMETADATA, [`row_mode`](Self::row_mode) is asked too.
+    fn on_own_item(&mut self, _item: &Item) -> Result<(), RewriteError> {
+        Ok(())
+    }
+
+    /// The reply to the proxy's own request has ended.
+    fn on_own_reply_end(&mut self) {}
+
+    /// Every ENVCHANGE token of the server, intercepted or not.
+    fn on_env_change(&mut self, _change: &EnvChange) {}
 
     /// An attention went upstream: the current response may end early, in
     /// the middle of a result set.
@@ -141,6 +176,15 @@ impl ResponseRewriter for PassThrough {}
 pub trait RewriterFactory: Send + Sync {
     fn request(&self) -> Box<dyn RequestRewriter>;
     fn response(&self) -> Box<dyn ResponseRewriter>;
+
+    /// Both rewriters of one connection after its login; they may share
+    /// state. By default two independent ones.
+    fn pair(
+        &self,
+        _session: &SessionInfo,
+    ) -> (Box<dyn RequestRewriter>, Box<dyn ResponseRewriter>) {
+        (self.request(), self.response())
+    }
 }
 
 impl RewriterFactory for PassThrough {

@@ -135,6 +135,17 @@ impl LoginResponse {
         self.login_ack.is_some() || !self.asks_for_more()
     }
 
+    /// The ENVCHANGE tokens of the response, in order.
+    pub fn env_changes(&self) -> Vec<EnvChange> {
+        self.items
+            .iter()
+            .filter_map(|(token, _)| match token {
+                Token::EnvChange(change) => Some(change.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn asks_for_more(&self) -> bool {
         self.items
             .iter()

@@ -7,10 +7,11 @@
 //! - [`upstream`]: tdsguard's own PRELOGIN and TLS toward the server.
 //! - [`login`] and [`redirect`]: the login exchange and Azure routing.
 //! - [`pump`]: the request/response loop, with [`attention`] tracking.
-//! - [`hook`]: where column encryption rewrites messages.
+//! - [`hook`]: where column encryption rewrites messages; [`columns`] does it.
 
 pub mod attention;
 pub mod client_handshake;
+pub mod columns;
 pub mod connection;
 pub mod error;
 pub mod hook;

@@ -13,27 +13,75 @@
 //! are forwarded as they came unless the response rewriter intercepts the
 //! message. After an attention the server must acknowledge within the cancel
 //! timeout, or both legs are closed.
+//!
+//! Two side channels join the directions, both bounded: answers the request
+//! rewriter gives in place of a request (sent to the client between server
+//! messages), and requests of the proxy's own (the next server message is
+//! their reply, read by the response rewriter and not forwarded).
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::trace;
 
 use crate::relay::attention::AttentionSignal;
 use crate::relay::error::{Leg, RelayError};
 use crate::relay::hook::{
-    RequestInterest, RequestRewriter, ResponseAction, ResponseRewriter, Rewritten, SessionInfo,
+    RequestInterest, RequestRewriter, ResponseAction, ResponseRewriter, RewriteError, Rewritten,
+    SessionInfo,
 };
 use crate::relay::io::{fit_packet, PacketRead, PacketWrite};
 use crate::tds::packet::{
-    encode_message, encode_message_with_spid, Assembled, MessageAssembler, Packet, PacketHeader,
-    PacketType, HEADER_LEN,
+    encode_message, encode_message_with_spid, Assembled, Message, MessageAssembler, Packet,
+    PacketHeader, PacketType, HEADER_LEN,
 };
 use crate::tds::stream::{Item, RowMode, Signal, TokenReader};
 use crate::tds::token::{Token, TokenContext};
+
+/// Answers waiting for the client. The client waits for each answer before
+/// its next request (no MARS), so one is normal; a few absorb a client that
+/// pipelines anyway, and beyond them the request side waits.
+const ANSWER_QUEUE: usize = 4;
+
+/// Times the request rewriter may ask for a request of its own before one
+/// client message (a key load, then perhaps a retry after a reset).
+const MAX_OWN_REQUESTS_PER_MESSAGE: usize = 2;
+
+/// Time the server has to answer a request of the proxy's own. It is a small
+/// query; SQL Server answers in milliseconds, a resuming Azure database in
+/// seconds. The login timeout is the same order of wait.
+const OWN_REQUEST_TIMEOUT: Duration = crate::relay::connection::LOGIN_TIMEOUT;
+
+/// The request side's ends of the side channels.
+struct SideSend {
+    answers: mpsc::Sender<Bytes>,
+    own: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+/// The response side's ends.
+struct SideRecv {
+    answers: mpsc::Receiver<Bytes>,
+    own: mpsc::Receiver<oneshot::Sender<()>>,
+}
+
+fn side_channels() -> (SideSend, SideRecv) {
+    let (answers_tx, answers_rx) = mpsc::channel(ANSWER_QUEUE);
+    // One own request is outstanding at a time: the request side waits for
+    // its reply.
+    let (own_tx, own_rx) = mpsc::channel(1);
+    let send = SideSend {
+        answers: answers_tx,
+        own: own_tx,
+    };
+    let recv = SideRecv {
+        answers: answers_rx,
+        own: own_rx,
+    };
+    (send, recv)
+}
 
 /// What both directions share.
 #[derive(Clone)]
@@ -59,8 +107,9 @@ where
 {
     let (client_rd, client_wr) = client;
     let (server_rd, server_wr) = server;
-    let mut up = Upward::new(client_rd, server_wr, rewriters.0, shared.clone());
-    let mut down = Downward::new(server_rd, client_wr, rewriters.1, shared, context);
+    let (send, recv) = side_channels();
+    let mut up = Upward::new(client_rd, server_wr, rewriters.0, shared.clone(), send);
+    let mut down = Downward::new(server_rd, client_wr, rewriters.1, shared, context, recv);
     tokio::select! {
         result = up.run() => result,
         result = down.run() => result,
@@ -80,6 +129,7 @@ struct Upward<R, W> {
     held: Vec<Bytes>,
     /// An attention that arrived while a request was being forwarded.
     pending_attention: Option<Packet>,
+    side: SideSend,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
@@ -88,6 +138,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
         server: PacketWrite<W>,
         rewriter: Box<dyn RequestRewriter>,
         shared: Shared,
+        side: SideSend,
     ) -> Self {
         Upward {
             client,
@@ -98,6 +149,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
             current: None,
             held: Vec::new(),
             pending_attention: None,
+            side,
         }
     }
 
@@ -167,25 +219,45 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
             .map_err(RelayError::decode(Leg::Client))?;
         self.held.push(packet.raw);
         match assembled {
-            Some(Assembled::Message(message)) => {
-                let outcome = self
-                    .rewriter
-                    .rewrite_request(&message, &self.shared.session)?;
-                self.forward_rewritten(&message, outcome).await
+            Some(Assembled::Message(message)) => self.rewrite(message).await,
+            // The client abandoned the message (EOM|IGNORE): nothing of it
+            // has gone upstream, so the buffer is dropped (2.2.3.1.2).
+            Some(Assembled::Discarded { .. }) => {
+                self.held.clear();
+                Ok(())
             }
-            // The server sees exactly what the client sent and discards it.
-            Some(Assembled::Discarded { .. }) => self.flush_held().await,
             None => Ok(()),
         }
     }
 
+    /// Offers a whole message to the rewriter, running the requests of its
+    /// own it asks for first.
+    async fn rewrite(&mut self, mut message: Message) -> Result<(), RelayError> {
+        for _ in 0..=MAX_OWN_REQUESTS_PER_MESSAGE {
+            let outcome = self
+                .rewriter
+                .rewrite_request(&message, &self.shared.session)?;
+            let Rewritten::OwnRequestFirst(payload) = outcome else {
+                return self.forward_rewritten(&message, outcome).await;
+            };
+            self.own_request(&payload, message.reset_flags).await?;
+            message.reset_flags = 0;
+            self.clear_held_reset();
+        }
+        Err(RelayError::Rewrite(RewriteError {
+            reason: "the rewriter kept asking for requests of its own".into(),
+        }))
+    }
+
     async fn forward_rewritten(
         &mut self,
-        message: &crate::tds::packet::Message,
+        message: &Message,
         outcome: Rewritten,
     ) -> Result<(), RelayError> {
-        let Rewritten::Replaced(payload) = outcome else {
-            return self.flush_held().await;
+        let payload = match outcome {
+            Rewritten::Replaced(payload) => payload,
+            Rewritten::Answered(tokens) => return self.answer(&tokens).await,
+            Rewritten::Unchanged | Rewritten::OwnRequestFirst(_) => return self.flush_held().await,
         };
         self.held.clear();
         let mut out = BytesMut::new();
@@ -198,6 +270,56 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
             &mut out,
         )?;
         self.server.send_packets(&out).await
+    }
+
+    /// Answers the client instead of the server: the request is dropped.
+    async fn answer(&mut self, tokens: &[u8]) -> Result<(), RelayError> {
+        self.held.clear();
+        let mut out = BytesMut::new();
+        let size = self.shared.session.client_packet_size;
+        encode_message_with_spid(PacketType::TabularResult, 0, 0, tokens, size, &mut out)?;
+        self.side
+            .answers
+            .send(out.freeze())
+            .await
+            .map_err(|_| closed_inside())
+    }
+
+    /// Sends a SQL batch of the proxy's own and waits until the response
+    /// side has read its whole reply.
+    async fn own_request(&mut self, payload: &[u8], reset_flags: u8) -> Result<(), RelayError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.side
+            .own
+            .send(done_tx)
+            .await
+            .map_err(|_| closed_inside())?;
+        let mut out = BytesMut::new();
+        let size = self.shared.session.server_packet_size;
+        encode_message(PacketType::SqlBatch, reset_flags, payload, size, &mut out)?;
+        self.server.send_packets(&out).await?;
+        trace!(len = out.len(), "own request sent");
+
+        match tokio::time::timeout(OWN_REQUEST_TIMEOUT, done_rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(closed_inside()),
+            Err(_) => Err(RelayError::OwnRequestTimeout {
+                timeout_ms: OWN_REQUEST_TIMEOUT.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// The reset bits went with the own request; the held first packet
+    /// must not reset the session a second time.
+    fn clear_held_reset(&mut self) {
+        let Some(first) = self.held.first_mut() else {
+            return;
+        };
+        let mut packet = BytesMut::from(&first[..]);
+        if let Some(status_byte) = packet.get_mut(1) {
+            *status_byte &= !crate::tds::packet::status::RESET_MASK;
+        }
+        *first = packet.freeze();
     }
 
     async fn flush_held(&mut self) -> Result<(), RelayError> {
@@ -233,6 +355,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Upward<R, W> {
     }
 }
 
+/// The other direction ended while this one waited for it.
+fn closed_inside() -> RelayError {
+    RelayError::Closed {
+        leg: Leg::Server,
+        during: "while tdsguard waited for its own request",
+    }
+}
+
 /// Client packet types that start a request after login (2.2.3.1.1).
 fn is_request(packet_type: PacketType) -> bool {
     matches!(
@@ -260,6 +390,17 @@ struct Downward<R, W> {
     in_message: bool,
     /// Whether the current message is intercepted by the rewriter.
     intercepting: bool,
+    side: SideRecv,
+    /// While the current message is the reply to a request of the proxy's
+    /// own: whom to tell when it ends.
+    own_reply: Option<oneshot::Sender<()>>,
+}
+
+/// What the response side waits for.
+enum Event {
+    Server(Option<Packet>),
+    /// An answer of the request side for the client.
+    Answer(Bytes),
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
@@ -269,6 +410,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
         rewriter: Box<dyn ResponseRewriter>,
         shared: Shared,
         context: TokenContext,
+        side: SideRecv,
     ) -> Self {
         let attention = shared.attention.subscribe();
         let mut tokens = TokenReader::new(context);
@@ -283,13 +425,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
             emitted: BytesMut::new(),
             in_message: false,
             intercepting: false,
+            side,
+            own_reply: None,
         }
     }
 
     async fn run(&mut self) -> Result<(), RelayError> {
         loop {
-            let Some(packet) = self.next_packet().await? else {
-                return self.server_closed();
+            let packet = match self.next_event().await? {
+                Event::Server(Some(packet)) => packet,
+                Event::Server(None) => return self.server_closed(),
+                Event::Answer(answer) => {
+                    self.client.send_packets(&answer).await?;
+                    continue;
+                }
             };
             trace!(
                 packet.kind = packet.header.packet_type.name(),
@@ -310,19 +459,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
         Ok(())
     }
 
-    /// The next server packet, watching the cancel deadline meanwhile.
-    async fn next_packet(&mut self) -> Result<Option<Packet>, RelayError> {
+    /// The next server packet or answer for the client, watching the
+    /// cancel deadline meanwhile. Answers go out only between server
+    /// messages.
+    async fn next_event(&mut self) -> Result<Event, RelayError> {
         loop {
+            let between = !self.in_message;
             let deadline = *self.attention.borrow_and_update();
             let Some(deadline) = deadline else {
                 tokio::select! {
-                    packet = self.server.next() => return packet,
+                    biased;
+                    Some(answer) = self.side.answers.recv(), if between => return Ok(Event::Answer(answer)),
+                    packet = self.server.next() => return packet.map(Event::Server),
                     _ = self.attention.changed() => self.rewriter.on_attention(),
                 }
                 continue;
             };
             tokio::select! {
-                packet = self.server.next() => return packet,
+                biased;
+                Some(answer) = self.side.answers.recv(), if between => return Ok(Event::Answer(answer)),
+                packet = self.server.next() => return packet.map(Event::Server),
                 _ = self.attention.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return Err(self.cancel_timed_out()),
             }
@@ -347,7 +503,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
         self.tokens.handle_bytes(&packet.payload());
         self.drain_items()?;
 
-        if self.intercepting {
+        if self.own_reply.is_some() {
+            trace!("own request reply read");
+        } else if self.intercepting {
             self.send_emitted(&packet.header).await?;
         } else {
             self.forward(&packet).await?;
@@ -363,6 +521,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
             return;
         }
         self.in_message = true;
+        // Without MARS the server answers in request order, and the request
+        // side sends nothing else while its own request is outstanding: the
+        // next message is that reply. (A client that pipelines requests
+        // against the protocol could make an earlier reply be read as it;
+        // the key reply parser then fails closed.)
+        if let Ok(done) = self.side.own.try_recv() {
+            self.own_reply = Some(done);
+            self.intercepting = false;
+            return;
+        }
         self.intercepting = self.rewriter.intercept(&self.shared.session);
         if !self.intercepting {
             self.tokens.set_row_mode(RowMode::Pieces);
@@ -371,6 +539,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
 
     fn end_of_message(&mut self) -> Result<(), RelayError> {
         self.in_message = false;
+        if let Some(done) = self.own_reply.take() {
+            self.rewriter.on_own_reply_end();
+            self.tokens.set_row_mode(RowMode::Pieces);
+            let _ = done.send(());
+        }
         if self.tokens.is_idle() {
             return Ok(());
         }
@@ -392,7 +565,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
             .map_err(RelayError::decode(Leg::Server))?
         {
             self.observe(&item);
-            if self.intercepting {
+            if self.own_reply.is_some() {
+                self.own_item(&item)?;
+            } else if self.intercepting {
                 self.rewrite_item(&item)?;
             }
         }
@@ -400,6 +575,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
     }
 
     fn observe(&mut self, item: &Item) {
+        if let Some(Token::EnvChange(change)) = item.token() {
+            self.rewriter.on_env_change(change);
+        }
         match item.signal() {
             Some(Signal::Done {
                 attention: true, ..
@@ -415,12 +593,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Downward<R, W> {
         }
     }
 
-    fn rewrite_item(&mut self, item: &Item) -> Result<(), RelayError> {
+    fn own_item(&mut self, item: &Item) -> Result<(), RelayError> {
+        self.rewriter.on_own_item(item)?;
         if let Some(Token::ColMetadata(metadata)) = item.token() {
             let mode = self.rewriter.row_mode(metadata);
             self.tokens.set_row_mode(mode);
         }
-        match self.rewriter.on_item(item, &self.shared.session)? {
+        Ok(())
+    }
+
+    /// The rewriter sees COLMETADATA first, then picks the row mode: the
+    /// reader has not decoded any row yet, since items are polled one by one.
+    fn rewrite_item(&mut self, item: &Item) -> Result<(), RelayError> {
+        let ctx = self.tokens.context();
+        let action = self.rewriter.on_item(item, ctx, &self.shared.session)?;
+        if let Some(Token::ColMetadata(metadata)) = item.token() {
+            let mode = self.rewriter.row_mode(metadata);
+            self.tokens.set_row_mode(mode);
+        }
+        match action {
             ResponseAction::Forward => {
                 if let Some(raw) = item.raw() {
                     self.emitted.extend_from_slice(raw);

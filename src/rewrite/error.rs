@@ -54,6 +54,9 @@ pub enum RefusalKind {
     ResultShape,
     /// 50115: encryption of a value failed.
     Encrypt,
+    /// 50120: the current database's data key is not loaded or was refused
+    /// (the same number as `crypto::session_keys::KEY_REFUSAL_ERROR_NUMBER`).
+    KeyUnavailable,
 }
 
 impl RefusalKind {
@@ -77,6 +80,7 @@ impl RefusalKind {
                 RefusalKind::Decrypt => 13,
                 RefusalKind::ResultShape => 14,
                 RefusalKind::Encrypt => 15,
+                RefusalKind::KeyUnavailable => 20,
             }
     }
 }
@@ -223,12 +227,17 @@ mod tests {
             RefusalKind::Decrypt,
             RefusalKind::ResultShape,
             RefusalKind::Encrypt,
+            RefusalKind::KeyUnavailable,
         ];
         let mut numbers: Vec<u32> = kinds.iter().map(|k| k.number()).collect();
         numbers.dedup();
         assert_eq!(numbers.len(), kinds.len());
         assert_eq!(numbers.first(), Some(&50100));
-        assert_eq!(numbers.last(), Some(&50115));
+        assert_eq!(numbers.last(), Some(&50120));
+        assert_eq!(
+            RefusalKind::KeyUnavailable.number(),
+            crate::crypto::session_keys::KEY_REFUSAL_ERROR_NUMBER
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod analysis;
 pub mod cache;
 pub mod column_map;
 pub mod convert;
+pub mod envelope_cipher;
 pub mod error;
 pub mod literals;
 pub mod params;
@@ -37,6 +38,7 @@ use crate::tds::types::{Collation, SqlValue, TypeInfo};
 pub use analysis::Analysis;
 pub use cache::{AnalysisCache, DEFAULT_ANALYSIS_CACHE_CAP};
 pub use column_map::{ColumnMap, ColumnRef, MappedColumn, PlainType, DEFAULT_COLLATION};
+pub use envelope_cipher::{EnvelopeValueCipher, NoKeyCipher};
 pub use error::{Refusal, RefusalKind, RewriteError};
 pub use results::TokenAction;
 pub use sealer::ValueCipher;
@@ -61,7 +63,10 @@ pub enum Outcome<T> {
     Refused(Refusal),
 }
 
-/// The shared part: column map, cipher and analysis cache.
+/// The shared part: column map, cipher and analysis cache. The cipher is
+/// the one [`Rewriter::session`] uses for every database; a relay that
+/// loads data keys per database gives it a [`NoKeyCipher`] (for envelope
+/// lengths) and uses [`Rewriter::session_awaiting_key`].
 pub struct Rewriter {
     map: Arc<ColumnMap>,
     cipher: Arc<dyn ValueCipher>,
@@ -108,7 +113,8 @@ impl Rewriter {
         a
     }
 
-    /// A new upstream session in `database`.
+    /// A new upstream session in `database` that seals and opens with the
+    /// rewriter's cipher, whatever the database.
     pub fn session(self: &Arc<Self>, database: &str) -> Session {
         Session {
             rewriter: Arc::clone(self),
@@ -116,8 +122,44 @@ impl Rewriter {
             collation: DEFAULT_COLLATION,
             prepared: HashMap::new(),
             pending: results::ResponseState::default(),
+            key: SessionKey::Shared,
         }
     }
+
+    /// A new upstream session whose cipher is per database: until
+    /// [`Session::install_key`] (and again after each change of database)
+    /// statements that need a key are refused, and
+    /// [`Session::needs_key_load`] says the relay should load one.
+    pub fn session_awaiting_key(self: &Arc<Self>, database: &str) -> Session {
+        let mut s = self.session(database);
+        s.key = SessionKey::Unloaded(key_not_loaded(database));
+        s
+    }
+}
+
+/// The cipher a session seals and opens with.
+#[derive(Clone)]
+enum SessionKey {
+    /// The rewriter's cipher, for every database.
+    Shared,
+    /// The current database's key has not been loaded yet: statements that
+    /// need it are refused with this until the relay loads it.
+    Unloaded(Refusal),
+    /// The current database's cipher.
+    Loaded(Arc<dyn ValueCipher>),
+    /// Loading the current database's key failed: statements that need it
+    /// are refused with this (it names the cause and the fix).
+    Refused(Refusal),
+}
+
+fn key_not_loaded(database: &str) -> Refusal {
+    Refusal::new(
+        K::KeyUnavailable,
+        format!(
+            "tdsguard: encrypted columns are unavailable in database '{database}': its data key \
+             is not loaded (the database changed inside the batch); send the statement again"
+        ),
+    )
 }
 
 /// A statement prepared with sp_prepare / sp_prepexec.
@@ -137,6 +179,7 @@ pub struct Session {
     collation: Collation,
     prepared: HashMap<i32, Prepared>,
     pending: results::ResponseState,
+    key: SessionKey,
 }
 
 impl std::fmt::Debug for Session {
@@ -144,14 +187,70 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("database", &self.database)
             .field("prepared", &self.prepared.len())
+            .field("key_loaded", &self.key_refusal().is_none())
             .finish()
     }
 }
 
 impl Session {
-    /// The current database changed (ENVCHANGE type 1).
+    /// The current database changed (ENVCHANGE type 1). A per-database key
+    /// no longer applies: the session waits for the new database's.
     pub fn set_database(&mut self, database: &str) {
+        let changed = self.database != database;
         self.database = database.to_string();
+        if changed && !matches!(self.key, SessionKey::Shared) {
+            self.key = SessionKey::Unloaded(key_not_loaded(database));
+        }
+    }
+
+    /// The current database's cipher arrived.
+    pub fn install_key(&mut self, cipher: Arc<dyn ValueCipher>) {
+        self.key = SessionKey::Loaded(cipher);
+    }
+
+    /// The current database's key cannot be had: statements that need it
+    /// are refused with `message` (which names the cause and the fix).
+    pub fn refuse_key(&mut self, message: impl Into<String>) {
+        self.key = SessionKey::Refused(Refusal::new(K::KeyUnavailable, message));
+    }
+
+    /// Whether the current database's key has not been asked for yet.
+    pub fn needs_key_load(&self) -> bool {
+        matches!(self.key, SessionKey::Unloaded(_))
+    }
+
+    /// Why statements on mapped columns are refused now, if they are.
+    pub fn key_refusal(&self) -> Option<&Refusal> {
+        match &self.key {
+            SessionKey::Unloaded(r) | SessionKey::Refused(r) => Some(r),
+            SessionKey::Shared | SessionKey::Loaded(_) => None,
+        }
+    }
+
+    fn cipher(&self) -> Result<&Arc<dyn ValueCipher>, Refusal> {
+        match &self.key {
+            SessionKey::Shared => Ok(&self.rewriter.cipher),
+            SessionKey::Loaded(c) => Ok(c),
+            SessionKey::Unloaded(r) | SessionKey::Refused(r) => Err(r.clone()),
+        }
+    }
+
+    /// The key refusal, when the response just planned must open values
+    /// and no key is loaded.
+    fn key_refusal_for_response(&mut self) -> Option<Refusal> {
+        let refusal = self
+            .key_refusal()
+            .filter(|_| self.pending.needs_key())?
+            .clone();
+        self.pending = results::ResponseState::default();
+        Some(refusal)
+    }
+
+    /// An ENVCHANGE of the server, whatever the response: database (1),
+    /// collation (7) and reset acknowledgement (18) keep the session in
+    /// step. Seeing one twice changes nothing.
+    pub fn handle_env_change(&mut self, change: &crate::tds::token::EnvChange) {
+        results::observe_env_change(self, change);
     }
 
     /// The database's default collation (ENVCHANGE type 7), used for the
@@ -195,6 +294,9 @@ impl Session {
             return Ok(Outcome::Refused(r.clone()));
         }
         self.pending.expect(&analysis);
+        if let Some(r) = self.key_refusal_for_response() {
+            return Ok(Outcome::Refused(r));
+        }
         if !analysis.needs_rewrite() {
             return Ok(Outcome::Unchanged);
         }
@@ -215,7 +317,13 @@ impl Session {
         request: &RpcRequest,
     ) -> Result<Outcome<RpcRequest>, RewriteError> {
         self.pending = results::ResponseState::default();
-        match params::rewrite_request(self, request) {
+        let outcome = params::rewrite_request(self, request);
+        if outcome.is_ok() {
+            if let Some(r) = self.key_refusal_for_response() {
+                return Ok(Outcome::Refused(r));
+            }
+        }
+        match outcome {
             Ok(None) => Ok(Outcome::Unchanged),
             Ok(Some(r)) => Ok(Outcome::Rewritten(r)),
             Err(RewriteError::Refused(r)) => {
@@ -270,8 +378,7 @@ impl Session {
         let ti = m.plain.type_info(self.collation);
         let plain = convert::plain_bytes(&ti, &converted)?;
         let column = column_ref(&self.database, m);
-        self.rewriter
-            .cipher
+        self.cipher()?
             .seal(&column, &m.plain.canonical(), m.mode, &plain)
             .map(Some)
             .map_err(|e| Refusal::new(K::Encrypt, e.to_string()))
@@ -301,9 +408,13 @@ impl Session {
         envelope: &[u8],
     ) -> Result<Vec<u8>, sealer::CipherError> {
         let column = column_ref(&self.database, m);
-        self.rewriter
-            .cipher
-            .open(&column, &m.plain.canonical(), envelope)
+        let Ok(cipher) = self.cipher() else {
+            return Err(sealer::CipherError::Open {
+                column: column.to_string(),
+                reason: "the database's data key is not loaded",
+            });
+        };
+        cipher.open(&column, &m.plain.canonical(), envelope)
     }
 }
 

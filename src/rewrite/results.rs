@@ -130,6 +130,11 @@ impl ResponseState {
         self.active
     }
 
+    /// Whether the planned response opens values (needs the data key).
+    pub(crate) fn needs_key(&self) -> bool {
+        self.plans.iter().any(ResultPlan::has_mapped) || !self.return_values.is_empty()
+    }
+
     pub(crate) fn wants_rows(&self) -> bool {
         self.current.as_ref().is_some_and(|c| !c.failed)
     }
@@ -158,7 +163,7 @@ pub(crate) fn handle_token(
 
 /// ENVCHANGE types 1 (database), 7 (SQL collation) and 18 (reset
 /// acknowledged), [MS-TDS] 2.2.7.9.
-fn observe_env_change(s: &mut Session, change: &EnvChange) {
+pub(crate) fn observe_env_change(s: &mut Session, change: &EnvChange) {
     match change {
         EnvChange::Text {
             env_type: ENV_DATABASE,

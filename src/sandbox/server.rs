@@ -23,7 +23,7 @@ use tokio_rustls::{TlsAcceptor, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::config::{SandboxConfig, SandboxUser};
+use crate::config::{Config, SandboxConfig, SandboxUser};
 use crate::sandbox::engine::{Engine, EngineConfig, EngineError};
 use crate::sandbox::login::{self, EncryptionChoice, SessionStart};
 use crate::sandbox::results::{Outgoing, TokenWriter, OUTGOING_QUEUE};
@@ -153,6 +153,32 @@ impl SandboxOptions {
             tls: TlsSource::SelfSigned { dir },
         }
     }
+}
+
+impl SandboxOptions {
+    /// The sandbox `serve` and the key commands start as their embedded
+    /// upstream: a free loopback port, the data file inside
+    /// `listen.data_dir` (unless absolute or already under it) and the
+    /// generated certificate in `data_dir/sandbox`. Both use this so they
+    /// open the same file.
+    pub fn embedded(config: &Config) -> Self {
+        let data_dir = &config.listen.data_dir;
+        let mut options =
+            SandboxOptions::from_config(&config.sandbox, SocketAddr::from(([127, 0, 0, 1], 0)));
+        options.data_file = under(data_dir, &config.sandbox.data_file);
+        options.tls = TlsSource::SelfSigned {
+            dir: data_dir.join("sandbox"),
+        };
+        options
+    }
+}
+
+/// `file` inside `dir`, unless it is absolute or already names `dir`.
+fn under(dir: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() || file.starts_with(dir) {
+        return file.to_path_buf();
+    }
+    dir.join(file)
 }
 
 /// The directory of a file (`.` for a bare file name).
@@ -893,5 +919,37 @@ fn attention_done() -> Done {
         status: DoneStatus(DoneStatus::ATTN),
         cur_cmd: 0,
         row_count: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_data_file_lands_under_the_data_dir_once() {
+        let dir = Path::new("data");
+        assert_eq!(
+            under(dir, Path::new("data/s.sqlite")),
+            PathBuf::from("data/s.sqlite")
+        );
+        assert_eq!(
+            under(dir, Path::new("s.sqlite")),
+            PathBuf::from("data/s.sqlite")
+        );
+        assert_eq!(
+            under(dir, Path::new("/tmp/s.sqlite")),
+            PathBuf::from("/tmp/s.sqlite")
+        );
+
+        let source = crate::config::Source {
+            file: None,
+            env: vec![],
+        };
+        let config = Config::load(&source, &crate::config::Overrides::default()).unwrap();
+        let options = SandboxOptions::embedded(&config);
+        assert_eq!(options.data_file, PathBuf::from("data/sandbox.sqlite"));
+        assert!(options.listen.ip().is_loopback());
+        assert_eq!(options.listen.port(), 0);
     }
 }

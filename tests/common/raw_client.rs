@@ -101,6 +101,11 @@ impl RawClient {
         self.tcp.write_all(&out).await.expect("write");
     }
 
+    /// Bytes already framed as packets.
+    pub async fn send_raw(&mut self, packets: &[u8]) {
+        self.tcp.write_all(packets).await.expect("write");
+    }
+
     pub async fn send_attention(&mut self) {
         self.send_message(PacketType::Attention, &[]).await;
     }

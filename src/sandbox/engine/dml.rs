@@ -8,8 +8,9 @@
 
 use rusqlite::types::Value as SqliteValue;
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, ColumnOption, CreateTable, Delete, FromTable, Insert, SetExpr,
-    TableFactor, TableObject, TableWithJoins,
+    Assignment, AssignmentTarget, BinaryOperator, ColumnOption, CreateTable, Delete, Expr,
+    FromTable, Ident, Insert, SetExpr, TableConstraint, TableFactor, TableObject, TableWithJoins,
+    UnaryOperator, Value,
 };
 
 use crate::sandbox::engine::catalog::{ColumnInfo, TableInfo};
@@ -446,6 +447,58 @@ fn column_def(
     })
 }
 
+/// A table CHECK constraint as SQLite DDL. Only comparisons of integer and
+/// float columns with numbers, joined by AND / OR / NOT, are taken: those
+/// compare the same in SQLite's storage form as in SQL Server (decimal and
+/// money are stored scaled, text types in canonical forms). Anything else is
+/// reported as unsupported rather than enforced differently.
+fn check_constraint(
+    name: Option<&Ident>,
+    expr: &Expr,
+    columns: &[ColumnInfo],
+) -> Result<String, SqlError> {
+    if !numeric_check(expr, columns) {
+        return Err(SqlError::unsupported(format!(
+            "the CHECK constraint ({expr}): only comparisons of integer or float columns with numbers"
+        )));
+    }
+    let body = expr.to_string().replace(['[', ']'], "\"");
+    Ok(match name {
+        Some(name) => format!("CONSTRAINT {} CHECK ({body})", quote(&name.value)),
+        None => format!("CHECK ({body})"),
+    })
+}
+
+fn numeric_check(expr: &Expr, columns: &[ColumnInfo]) -> bool {
+    match expr {
+        Expr::Identifier(ident) => columns
+            .iter()
+            .find(|col| col.name.eq_ignore_ascii_case(&ident.value))
+            .is_some_and(|col| matches!(col.ty.storage(), Storage::Integer | Storage::Real)),
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::Nested(inner) => numeric_check(inner, columns),
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => numeric_check(inner, columns),
+        Expr::UnaryOp { op, expr } => {
+            matches!(op, UnaryOperator::Not | UnaryOperator::Minus) && numeric_check(expr, columns)
+        }
+        Expr::BinaryOp { left, op, right } => {
+            matches!(
+                op,
+                BinaryOperator::Gt
+                    | BinaryOperator::GtEq
+                    | BinaryOperator::Lt
+                    | BinaryOperator::LtEq
+                    | BinaryOperator::Eq
+                    | BinaryOperator::NotEq
+                    | BinaryOperator::And
+                    | BinaryOperator::Or
+            ) && numeric_check(left, columns)
+                && numeric_check(right, columns)
+        }
+        _ => false,
+    }
+}
+
 /// Translates CREATE TABLE into SQLite DDL plus catalog rows.
 pub(crate) fn create_table(
     tr: &mut Translator<'_>,
@@ -472,6 +525,10 @@ pub(crate) fn create_table(
         columns.push(plan.info);
     }
     for c in &ct.constraints {
+        if let TableConstraint::Check { name, expr, .. } = c {
+            defs.push(check_constraint(name.as_ref(), expr, &columns)?);
+            continue;
+        }
         let text = c.to_string();
         let upper = text.to_ascii_uppercase();
         if !(upper.contains("PRIMARY KEY") || upper.contains("UNIQUE")) {

@@ -131,7 +131,7 @@ pub enum EngineError {
     },
 }
 
-/// Turns a SQLite error into a SQL Server message: constraint failures map to 515 / 2627,
+/// Turns a SQLite error into a SQL Server message: constraint failures map to 515 / 2627 / 547,
 /// errors raised by our conversion functions keep their number, anything else is 50000-like.
 pub(crate) fn from_sqlite(err: &rusqlite::Error, table_hint: &str) -> SqlError {
     let text = match err {
@@ -157,6 +157,15 @@ pub(crate) fn from_sqlite(err: &rusqlite::Error, table_hint: &str) -> SqlError {
             format!(
                 "Violation of PRIMARY KEY or UNIQUE KEY constraint. Cannot insert duplicate key \
                  in object '{table_hint}'."
+            ),
+        );
+    }
+    if let Some(name) = text.strip_prefix("CHECK constraint failed: ") {
+        return SqlError::new(
+            547,
+            format!(
+                "The statement conflicted with the CHECK constraint \"{name}\". The conflict \
+                 occurred in table \"{table_hint}\"."
             ),
         );
     }
