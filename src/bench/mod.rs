@@ -6,16 +6,21 @@
 //! production configuration and TLS toward the upstream.
 //!
 //! - [`scenarios`]: the workloads and the tables they need.
+//! - [`encryption`]: keys for the tdsguard target and the check that it
+//!   really encrypted a scenario's columns.
 //! - [`targets`] and [`byte_copy`]: what the requests go through.
 //! - [`measure`]: running one workload against one target.
 //! - [`scale`]: many idle logged-in connections and their memory.
-//! - [`report`] and [`plot`]: the table, JSON and SVG outputs.
+//! - [`report`] and [`plot`]: the table, JSON and SVG outputs; [`goals`]
+//!   judges the project's performance goals from them.
 //! - [`rss`]: memory, CPU and file-descriptor probes.
 //!
 //! Everything runs in this process on three named runtimes (`tg-load`,
 //! `tg-proxy`, `tg-upstream`), so CPU time can be split per thread group.
 
 pub mod byte_copy;
+pub mod encryption;
+pub mod goals;
 pub mod measure;
 pub mod plot;
 pub mod report;
@@ -33,11 +38,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tiberius::EncryptionLevel;
 use tokio::runtime::{Handle, Runtime};
 
+use crate::bench::encryption::EncryptionCheck;
 use crate::bench::measure::{Budget, Sample};
 use crate::bench::report::{Report, ScenarioReport, Settings};
 use crate::bench::scenarios::{Connector, Scenario};
 use crate::bench::targets::{Proxy, TargetKind};
-use crate::config::Config;
+use crate::config::{ColumnConfig, Config, SandboxUser};
 
 /// Thread-name prefixes of the three runtimes (at most 15 bytes: Linux
 /// truncates thread names there).
@@ -167,7 +173,19 @@ struct Stack {
     ca_file: Option<PathBuf>,
     direct: Connector,
     sandbox: Option<crate::sandbox::SandboxHandle>,
+    /// The company key the tdsguard target loads, or why there is none
+    /// (then a mapped scenario cannot be encrypted).
+    keys: Result<Option<PathBuf>, String>,
     dir: WorkDir,
+}
+
+impl Stack {
+    /// The tdsguard target's configuration with `columns` mapped and the
+    /// bench's company key, if it made one.
+    fn proxy_config(&self, options: &BenchOptions, columns: &[ColumnConfig]) -> Config {
+        let key_file = self.keys.as_ref().ok().and_then(Option::as_deref);
+        targets::proxy_config(&options.config, self.dir.path(), columns, key_file)
+    }
 }
 
 /// A private directory for the sandbox's data and the generated
@@ -244,15 +262,12 @@ async fn run_modes(
         run_scenarios(options, stack, proxy_rt, report).await?;
     }
     if let Some(n) = options.connections {
-        let ca_file = stack.ca_file.clone();
-        let dir = stack.dir.path();
         let scale = scale::run(
-            options,
+            stack.proxy_config(options, &[]),
             &stack.direct,
             proxy_rt,
             stack.upstream,
-            ca_file,
-            dir,
+            stack.ca_file.clone(),
             n,
         );
         report.connection_scale = Some(scale.await?);
@@ -270,11 +285,14 @@ async fn stack(options: &BenchOptions, upstream_rt: &Handle) -> Result<Stack, Be
             database: server.database.clone(),
             encryption: options.encryption,
         };
+        // A real server's keys are the user's: `keys.company_key_file` and
+        // a key table made by `tdsguard init-db`, nothing generated here.
         return Ok(Stack {
             upstream: server.addr,
             ca_file: None,
             direct,
             sandbox: None,
+            keys: Ok(options.config.keys.company_key_file.clone()),
             dir,
         });
     }
@@ -285,16 +303,58 @@ async fn stack(options: &BenchOptions, upstream_rt: &Handle) -> Result<Stack, Be
         addr: sandbox.addr(),
         user: "sa".to_owned(),
         password,
-        database: Some("tdsguard".to_owned()),
+        database: Some(SANDBOX_DATABASE.to_owned()),
         encryption: options.encryption,
+    };
+    let ca_file = sandbox.cert_pem_path().map(PathBuf::from);
+    let keys = match needs_keys(options) {
+        true => sandbox_keys(options, &dir, &direct, ca_file.as_deref()).await,
+        false => Ok(None),
     };
     Ok(Stack {
         upstream: sandbox.addr(),
-        ca_file: sandbox.cert_pem_path().map(PathBuf::from),
+        ca_file,
         direct,
         sandbox: Some(sandbox),
+        keys,
         dir,
     })
+}
+
+/// The embedded sandbox's default database.
+const SANDBOX_DATABASE: &str = "tdsguard";
+
+/// Whether the tdsguard target will map columns: the configuration's own
+/// `[[columns]]` (tdsguard runs as configured, so those are mapped in
+/// every scenario) or a chosen scenario's.
+fn needs_keys(options: &BenchOptions) -> bool {
+    let mapped_scenario =
+        options.run_scenarios && chosen(options).is_ok_and(|all| all.iter().any(|s| s.is_mapped()));
+    mapped_scenario || !options.config.columns.is_empty()
+}
+
+/// A company key and a data key in the sandbox for the tdsguard target.
+/// A failure is kept as the reason the mapped scenarios run unencrypted.
+async fn sandbox_keys(
+    options: &BenchOptions,
+    dir: &WorkDir,
+    direct: &Connector,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<PathBuf>, String> {
+    let login = SandboxUser {
+        name: direct.user.clone(),
+        password: direct.password.clone(),
+    };
+    encryption::provision_sandbox(
+        &options.config,
+        dir.path(),
+        (direct.addr, ca_file),
+        login,
+        SANDBOX_DATABASE,
+    )
+    .await
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 /// A throwaway password for the embedded sandbox's `sa` login.
@@ -348,7 +408,7 @@ async fn run_scenarios(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let scenarios = chosen(options)?;
-    let steps = scenarios.iter().filter(|s| s.pending().is_none()).count()
+    let steps = scenarios.len()
         * options.concurrency.len()
         * options.rounds as usize
         * TargetKind::ALL.len();
@@ -380,8 +440,8 @@ fn progress_bar(wanted: bool, steps: u64) -> ProgressBar {
     bar
 }
 
-/// One scenario at every concurrency; a pending or failed scenario yields
-/// reports that say so instead of figures.
+/// One scenario at every concurrency; a scenario that cannot be set up
+/// yields reports that say why instead of figures.
 async fn run_scenario(
     options: &BenchOptions,
     stack: &Stack,
@@ -390,46 +450,66 @@ async fn run_scenario(
     scenario: &Arc<Scenario>,
     bar: &ProgressBar,
 ) -> Vec<ScenarioReport> {
-    if let Some(reason) = scenario.pending() {
-        return options
+    let failed = |reason: String| {
+        options
             .concurrency
             .iter()
-            .map(|&c| ScenarioReport::status(scenario, c, reason.to_owned()))
-            .collect();
-    }
-    if let Err(err) = prepare(stack, scenario).await {
-        return options
-            .concurrency
-            .iter()
-            .map(|&c| ScenarioReport::status(scenario, c, format!("failed: preparing: {err}")))
-            .collect();
-    }
-
-    let config = targets::proxy_config(&options.config, stack.dir.path(), &scenario.columns);
+            .map(|&c| ScenarioReport::status(scenario, c, format!("failed: {reason}")))
+            .collect()
+    };
+    let config = stack.proxy_config(options, &scenario.columns);
     let proxy = match Proxy::start(proxy_rt, config, stack.upstream, stack.ca_file.clone()).await {
         Ok(proxy) => proxy,
+        Err(err) => return failed(err.to_string()),
+    };
+    let through = Connector {
+        addr: proxy.addr(),
+        ..stack.direct.clone()
+    };
+    let encryption = match prepare(stack, &through, scenario).await {
+        Ok(encryption) => encryption,
         Err(err) => {
-            return options
-                .concurrency
-                .iter()
-                .map(|&c| ScenarioReport::status(scenario, c, format!("failed: {err}")))
-                .collect();
+            proxy.shutdown().await;
+            return failed(format!("preparing: {err}"));
         }
     };
+
     let mut reports = Vec::new();
     for &concurrency in &options.concurrency {
         let connectors = connectors(&stack.direct, byte_copy, proxy.addr());
         let samples = alternate(options, scenario, &connectors, concurrency, bar).await;
-        reports.push(ScenarioReport::measured(scenario, concurrency, samples));
+        let mut report = ScenarioReport::measured(scenario, concurrency, samples);
+        report.encryption = encryption.clone();
+        reports.push(report);
     }
     proxy.shutdown().await;
     reports
 }
 
-async fn prepare(stack: &Stack, scenario: &Scenario) -> Result<(), BenchError> {
-    let mut client = stack.direct.connect().await?;
-    scenarios::prepare(&mut client, scenario).await?;
-    client.close().await.map_err(BenchError::sql("closing"))
+/// Makes the scenario's tables: the plaintext one (or twin) directly, a
+/// mapped one through tdsguard so that it can be stored encrypted; then
+/// checks whether it was.
+async fn prepare(
+    stack: &Stack,
+    through: &Connector,
+    scenario: &Scenario,
+) -> Result<Option<EncryptionCheck>, BenchError> {
+    let mut direct = stack.direct.connect().await?;
+    scenarios::prepare(&mut direct, &scenario.for_target(TargetKind::Direct)).await?;
+    if !scenario.is_mapped() {
+        direct.close().await.map_err(BenchError::sql("closing"))?;
+        return Ok(None);
+    }
+
+    let mut proxied = through.connect().await?;
+    scenarios::prepare(&mut proxied, scenario).await?;
+    let mut check = encryption::check(scenario, &mut direct, &mut proxied).await;
+    if let Err(reason) = &stack.keys {
+        check.note = format!("{}; no keys for tdsguard: {reason}", check.note);
+    }
+    proxied.close().await.map_err(BenchError::sql("closing"))?;
+    direct.close().await.map_err(BenchError::sql("closing"))?;
+    Ok(Some(check))
 }
 
 /// The same login for the three targets, at their addresses.
@@ -473,7 +553,8 @@ async fn alternate(
                 scenario.name,
                 kind.label()
             ));
-            let sample = measure::run(scenario, connector, concurrency, budget).await;
+            let workload = Arc::new(scenario.for_target(*kind));
+            let sample = measure::run(&workload, connector, concurrency, budget).await;
             merge(&mut merged[index].1, sample);
             bar.inc(1);
         }

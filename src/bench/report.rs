@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::bench::encryption::EncryptionCheck;
+use crate::bench::goals::{self, Goal};
 use crate::bench::measure::{quantile, Sample};
 use crate::bench::rss::{self, Machine};
 use crate::bench::scale::ScaleReport;
@@ -83,9 +85,13 @@ pub struct ScenarioReport {
     pub scenario: &'static str,
     pub summary: &'static str,
     pub concurrency: usize,
-    /// "ok", "pending: …" or "failed: …".
+    /// "ok" or "failed: …".
     pub status: String,
     pub mapped_columns: usize,
+    /// The unmapped twin table the direct and byte-copy targets use.
+    pub baseline_table: Option<&'static str>,
+    /// For a scenario with mapped columns: whether tdsguard encrypted them.
+    pub encryption: Option<EncryptionCheck>,
     pub targets: Vec<Measurement>,
     pub comparisons: Vec<Comparison>,
 }
@@ -99,6 +105,8 @@ impl ScenarioReport {
             concurrency,
             status,
             mapped_columns: scenario.columns.len(),
+            baseline_table: scenario.plain_table,
+            encryption: None,
             targets: Vec::new(),
             comparisons: Vec::new(),
         }
@@ -218,6 +226,7 @@ pub struct Report {
     pub rss_method: &'static str,
     pub scenarios: Vec<ScenarioReport>,
     pub connection_scale: Option<ScaleReport>,
+    pub goals: Vec<Goal>,
 }
 
 impl Report {
@@ -233,12 +242,14 @@ impl Report {
             rss_method: RSS_METHOD,
             scenarios: Vec::new(),
             connection_scale: None,
+            goals: Vec::new(),
         }
     }
 
     /// Records the end of the run.
     pub fn finish(&mut self) {
         self.load_average_end = rss::load_average();
+        self.goals = goals::judge(&self.scenarios, self.connection_scale.as_ref());
     }
 
     /// Writes the report as pretty JSON.
@@ -263,6 +274,7 @@ impl Report {
         if let Some(scale) = &self.connection_scale {
             scale.write_table(&mut out);
         }
+        goals::write_table(&self.goals, &mut out);
         out
     }
 
@@ -317,6 +329,14 @@ fn write_scenarios(out: &mut String, scenarios: &[ScenarioReport]) {
         }
         for m in &s.targets {
             write_row(out, s, m);
+        }
+        if let Some(check) = &s.encryption {
+            let baseline = s.baseline_table.unwrap_or("the same table");
+            let _ = writeln!(
+                out,
+                "{:<17} {:>3} {}; baselines read/write {baseline} (plaintext)",
+                "", "", check.note
+            );
         }
         if s.status != "ok" {
             let _ = writeln!(out, "{:<17} {:>3} {}", s.scenario, s.concurrency, s.status);

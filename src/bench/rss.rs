@@ -93,31 +93,61 @@ pub fn open_fds() -> Option<usize> {
     Some(fs::read_dir("/proc/self/fd").ok()?.count())
 }
 
-/// RLIMIT_NOFILE after raising the soft limit as far as the hard limit.
+/// RLIMIT_NOFILE before and after [`raise_fd_limit`].
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct FdLimit {
     pub soft_before: u64,
+    pub hard_before: u64,
     pub soft: u64,
     pub hard: u64,
+    /// `/proc/sys/fs/nr_open`: the most a hard limit can be raised to.
+    pub nr_open: Option<u64>,
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit.
-pub fn raise_fd_limit() -> Option<FdLimit> {
+/// Raises RLIMIT_NOFILE so that `wanted` descriptors fit: the soft limit
+/// up to the hard one, and the hard one too (up to `fs.nr_open`) when it is
+/// lower than `wanted` and the process may (CAP_SYS_RESOURCE). Falls back
+/// to soft = hard when raising the hard limit is refused.
+pub fn raise_fd_limit(wanted: u64) -> Option<FdLimit> {
     // SAFETY: an all-zero rlimit is valid; getrlimit only writes it.
     let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: `limit` is a valid, writable rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return None;
     }
-    let soft_before = limit.rlim_cur;
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: `limit` is a valid rlimit with soft <= hard.
-    let raised = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0;
+    let (soft_before, hard_before) = (limit.rlim_cur, limit.rlim_max);
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let ceiling = nr_open.unwrap_or(hard_before);
+    let target = wanted.min(ceiling).max(hard_before);
+    for hard in [target, hard_before] {
+        if set_fd_limit(hard, hard) {
+            return Some(FdLimit {
+                soft_before,
+                hard_before,
+                soft: hard,
+                hard,
+                nr_open,
+            });
+        }
+    }
     Some(FdLimit {
         soft_before,
-        soft: if raised { limit.rlim_max } else { soft_before },
-        hard: limit.rlim_max,
+        hard_before,
+        soft: soft_before,
+        hard: hard_before,
+        nr_open,
     })
+}
+
+fn set_fd_limit(soft: u64, hard: u64) -> bool {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `limit` is a valid rlimit with soft <= hard.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 }
 }
 
 /// The machine a figure was taken on.
@@ -180,8 +210,9 @@ mod tests {
 
     #[test]
     fn fd_limit_is_raised_to_the_hard_limit() {
-        let limit = raise_fd_limit().expect("getrlimit");
+        let limit = raise_fd_limit(0).expect("getrlimit");
         assert_eq!(limit.soft, limit.hard);
+        assert_eq!(limit.hard, limit.hard_before);
         assert!(limit.soft >= limit.soft_before);
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,9 @@ use tokio::sync::Semaphore;
 
 use crate::bench::rss::{self, FdLimit};
 use crate::bench::scenarios::{Connector, Tiberius};
-use crate::bench::targets::{self, Proxy};
-use crate::bench::{BenchError, BenchOptions};
+use crate::bench::targets::Proxy;
+use crate::bench::BenchError;
+use crate::config::Config;
 
 /// Logins in flight at once while opening; more only queue in the accept
 /// backlogs and make logins time out.
@@ -81,12 +82,15 @@ impl ScaleReport {
             |b: Option<f64>| b.map_or_else(|| "-".to_owned(), |b| format!("{:.1} KiB", b / 1024.0));
         let _ = writeln!(
             out,
-            "connection scale: {} requested, {} attempted ({} fds per connection, limit {})",
+            "connection scale: {} requested, {} attempted ({} fds per connection in this \
+             process; RLIMIT_NOFILE {})",
             self.requested,
             self.attempted,
             self.fds_per_connection,
-            self.fd_limit
-                .map_or_else(|| "?".to_owned(), |l| l.soft.to_string())
+            self.fd_limit.map_or_else(
+                || "?".to_owned(),
+                |l| format!("{} (was {}/{})", l.soft, l.soft_before, l.hard_before)
+            )
         );
         if let Some(limited) = &self.limited {
             let _ = writeln!(out, "  not reached: {limited}");
@@ -117,18 +121,16 @@ impl ScaleReport {
     }
 }
 
-/// Runs connection-scale mode with `requested` connections.
+/// Runs connection-scale mode with `requested` connections through a
+/// tdsguard target configured with `config`.
 pub async fn run(
-    options: &BenchOptions,
+    mut config: Config,
     direct: &Connector,
     proxy_rt: &Handle,
     upstream: SocketAddr,
     ca_file: Option<PathBuf>,
-    dir: &Path,
     requested: usize,
 ) -> Result<ScaleReport, BenchError> {
-    let fd_limit = rss::raise_fd_limit();
-    let mut config = targets::proxy_config(&options.config, dir, &[]);
     config.listen.max_connections = config
         .listen
         .max_connections
@@ -140,6 +142,9 @@ pub async fn run(
     };
 
     let fds_per_connection = probe_fds(&through).await?;
+    let wanted =
+        rss::open_fds().unwrap_or(0) as u64 + FD_MARGIN + fds_per_connection * requested as u64;
+    let fd_limit = rss::raise_fd_limit(wanted);
     let (attempted, limited) = budget(requested, fd_limit, fds_per_connection);
     let through_tdsguard = phase(&through, attempted).await;
     let direct = phase(direct, attempted).await;
@@ -193,9 +198,14 @@ fn budget(requested: usize, limit: Option<FdLimit>, per: u64) -> (usize, Option<
         return (requested, None);
     }
     let reason = format!(
-        "RLIMIT_NOFILE hard limit {} (soft raised from {}) allows about {allowed} connections \
-         at {per} descriptors each in this process",
-        limit.hard, limit.soft_before
+        "RLIMIT_NOFILE {} (was soft {}, hard {}; fs.nr_open {}) allows about {allowed} \
+         connections at {per} descriptors each in this process",
+        limit.soft,
+        limit.soft_before,
+        limit.hard_before,
+        limit
+            .nr_open
+            .map_or_else(|| "?".to_owned(), |n| n.to_string())
     );
     (allowed, Some(reason))
 }
@@ -284,13 +294,15 @@ mod tests {
     fn budget_is_cut_by_the_descriptor_limit() {
         let limit = FdLimit {
             soft_before: 1024,
+            hard_before: 20_000,
             soft: 20_000,
             hard: 20_000,
+            nr_open: None,
         };
         let (n, why) = budget(100, Some(limit), 4);
         assert_eq!((n, why), (100, None));
         let (n, why) = budget(9_000, Some(limit), 4);
         assert!(n < 5_000 && n > 4_000, "{n}");
-        assert!(why.expect("reason").contains("hard limit 20000"));
+        assert!(why.expect("reason").contains("RLIMIT_NOFILE 20000"));
     }
 }

@@ -3,8 +3,13 @@
 //!
 //! A scenario that maps columns declares them in the `[[columns]]` form of
 //! `proxy.toml`; the tdsguard target runs with those entries added to its
-//! configuration. Such scenarios stay pending until the relay rewrites
-//! mapped columns ([`COLUMN_ENCRYPTION_AVAILABLE`]).
+//! configuration, and its table is created and filled through tdsguard so
+//! that the relay can store it encrypted. The two baselines use a twin
+//! table holding the same rows as plaintext ([`Scenario::plain_table`]):
+//! they measure what the application would pay without encryption, and a
+//! plaintext INSERT into an encrypted (varbinary) column would fail anyway.
+//! Whether the relay really encrypted is checked, not assumed
+//! (`crate::bench::encryption`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,16 +19,9 @@ use tiberius::{AuthMethod, Client, Config, EncryptionLevel, ToSql};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use crate::bench::targets::TargetKind;
 use crate::bench::BenchError;
 use crate::config::ColumnConfig;
-
-/// Whether the relay in this build encrypts mapped columns.
-/// TODO(tdsguard): set when the column rewriting is merged into the relay,
-/// so the encrypted scenarios run instead of being reported as pending.
-pub const COLUMN_ENCRYPTION_AVAILABLE: bool = false;
-
-/// Why an encrypted scenario does not run.
-pub const PENDING_REASON: &str = "pending: column encryption not available in this build";
 
 /// Rows in the large SELECT.
 pub const SELECT_ROWS: u32 = 100_000;
@@ -115,15 +113,39 @@ pub struct Scenario {
     pub work: Work,
     /// The `[[columns]]` entries the tdsguard target maps for it.
     pub columns: Vec<ColumnConfig>,
+    /// The unmapped twin of the mapped table, with the same rows (or the
+    /// same columns, for INSERT), used by the direct and byte-copy targets.
+    pub plain_table: Option<&'static str>,
 }
 
 impl Scenario {
-    /// Why the scenario cannot run in this build, if it cannot.
-    pub fn pending(&self) -> Option<&'static str> {
-        if !self.columns.is_empty() && !COLUMN_ENCRYPTION_AVAILABLE {
-            return Some(PENDING_REASON);
+    /// Whether the tdsguard target maps columns of this scenario's table.
+    pub fn is_mapped(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// The table the scenario reads or writes, if any.
+    pub fn table(&self) -> Option<&'static str> {
+        match self.work {
+            Work::Select { table, .. } | Work::Insert { table, .. } => Some(table),
+            Work::SmallQuery | Work::LargeValue | Work::Login => None,
         }
-        None
+    }
+
+    /// The scenario as `target` runs it: the baselines use the plaintext
+    /// twin of a mapped table, tdsguard the mapped table itself.
+    pub fn for_target(&self, target: TargetKind) -> Scenario {
+        let mut scenario = self.clone();
+        let Some(plain) = self.plain_table.filter(|_| target != TargetKind::Tdsguard) else {
+            return scenario;
+        };
+        scenario.columns = Vec::new();
+        scenario.plain_table = None;
+        match &mut scenario.work {
+            Work::Select { table, .. } | Work::Insert { table, .. } => *table = plain,
+            Work::SmallQuery | Work::LargeValue | Work::Login => {}
+        }
+        scenario
     }
 
     /// Rows one request returns (for rows/s).
@@ -148,6 +170,7 @@ pub fn all(select_rows: u32) -> Result<Vec<Scenario>, BenchError> {
         summary,
         work,
         columns: Vec::new(),
+        plain_table: None,
     };
     Ok(vec![
         plain(
@@ -171,6 +194,7 @@ pub fn all(select_rows: u32) -> Result<Vec<Scenario>, BenchError> {
                 rows: select_rows,
             },
             columns: mapped("bench_rows_enc", 4)?,
+            plain_table: Some("bench_rows"),
         },
         Scenario {
             name: "insert_enc4",
@@ -180,6 +204,7 @@ pub fn all(select_rows: u32) -> Result<Vec<Scenario>, BenchError> {
                 params: 4,
             },
             columns: mapped("bench_ins4", 4)?,
+            plain_table: Some("bench_ins4_plain"),
         },
         Scenario {
             name: "insert_enc16",
@@ -189,6 +214,7 @@ pub fn all(select_rows: u32) -> Result<Vec<Scenario>, BenchError> {
                 params: 16,
             },
             columns: mapped("bench_ins16", 16)?,
+            plain_table: Some("bench_ins16_plain"),
         },
         plain(
             "value_1mib",
@@ -217,18 +243,26 @@ fn mapped(table: &str, count: u32) -> Result<Vec<ColumnConfig>, BenchError> {
     Ok(parsed.columns)
 }
 
-/// Creates and fills the tables `scenario` reads or writes, unless they
-/// already hold what it needs.
+/// Creates and fills the table `scenario` reads or writes. A plaintext
+/// table that already holds the rows is kept; a mapped one is always made
+/// afresh through tdsguard, since one left by an earlier run may hold
+/// plaintext.
 pub async fn prepare(client: &mut Tiberius, scenario: &Scenario) -> Result<(), BenchError> {
+    let reuse = !scenario.is_mapped();
     match scenario.work {
-        Work::Select { table, rows } => prepare_rows(client, table, rows).await,
+        Work::Select { table, rows } => prepare_rows(client, table, rows, reuse).await,
         Work::Insert { table, params } => prepare_insert(client, table, params).await,
         Work::SmallQuery | Work::LargeValue | Work::Login => Ok(()),
     }
 }
 
-async fn prepare_rows(client: &mut Tiberius, table: &str, rows: u32) -> Result<(), BenchError> {
-    if count_rows(client, table).await == Some(i64::from(rows)) {
+async fn prepare_rows(
+    client: &mut Tiberius,
+    table: &str,
+    rows: u32,
+    reuse: bool,
+) -> Result<(), BenchError> {
+    if reuse && count_rows(client, table).await == Some(i64::from(rows)) {
         return Ok(());
     }
 
@@ -437,7 +471,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encrypted_scenarios_declare_their_columns_and_are_pending() {
+    fn encrypted_scenarios_declare_their_columns() {
         let scenarios = all(SELECT_ROWS).expect("scenarios");
         let enc16 = scenarios
             .iter()
@@ -446,9 +480,28 @@ mod tests {
         assert_eq!(enc16.columns.len(), 16);
         assert_eq!(enc16.columns[15].column, "c16");
         assert_eq!(enc16.columns[0].table, "bench_ins16");
-        assert_eq!(enc16.pending(), Some(PENDING_REASON));
+        assert!(enc16.is_mapped());
         let small = scenarios.iter().find(|s| s.name == "small").expect("small");
-        assert_eq!(small.pending(), None);
+        assert!(!small.is_mapped());
+    }
+
+    #[test]
+    fn baselines_use_the_plaintext_twin() {
+        let scenarios = all(10).expect("scenarios");
+        let enc4 = scenarios
+            .iter()
+            .find(|s| s.name == "select_100k_enc4")
+            .expect("enc4");
+        let direct = enc4.for_target(TargetKind::Direct);
+        assert_eq!(direct.table(), Some("bench_rows"));
+        assert!(!direct.is_mapped());
+        let copy = enc4.for_target(TargetKind::ByteCopy);
+        assert_eq!(copy.table(), Some("bench_rows"));
+        let proxy = enc4.for_target(TargetKind::Tdsguard);
+        assert_eq!(proxy.table(), Some("bench_rows_enc"));
+        assert_eq!(proxy.columns.len(), 4);
+        let small = &scenarios[0];
+        assert_eq!(small.for_target(TargetKind::Direct).work, small.work);
     }
 
     #[test]

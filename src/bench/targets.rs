@@ -78,14 +78,35 @@ pub async fn start_byte_copy(
 
 /// The proxy configuration of the tdsguard target: the user's, listening on
 /// an ephemeral loopback port with its generated certificate in `dir`,
-/// relaying to `upstream`, with `columns` mapped.
-pub fn proxy_config(base: &Config, dir: &Path, columns: &[ColumnConfig]) -> Config {
+/// relaying to `upstream`, with `columns` mapped and, when given, the
+/// company key `key_file`.
+pub fn proxy_config(
+    base: &Config,
+    dir: &Path,
+    columns: &[ColumnConfig],
+    key_file: Option<&Path>,
+) -> Config {
     let mut config = base.clone();
     config.listen.address = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.data_dir = dir.to_path_buf();
     config.upstream.mode = UpstreamMode::Server;
     config.columns.extend(columns.iter().cloned());
+    if let Some(key_file) = key_file {
+        config.keys.company_key_file = Some(key_file.to_path_buf());
+    }
     config
+}
+
+/// Binds the relay with the rewriters `serve` would use for `config`:
+/// column encryption when `[[columns]]` are mapped (keys from
+/// `keys.company_key_file`), pass-through otherwise.
+async fn bind(config: &Config, upstream: Upstream) -> Result<Listener, String> {
+    let rewriters = crate::cli::serve::rewriters(config, None)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Listener::bind_with(config, upstream, rewriters)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// tdsguard's relay running in process.
@@ -114,10 +135,10 @@ impl Proxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound, addr_rx) = oneshot::channel();
         let task = runtime.spawn(async move {
-            let listener = match Listener::bind(&config, upstream).await {
+            let listener = match bind(&config, upstream).await {
                 Ok(listener) => listener,
                 Err(err) => {
-                    let _ = bound.send(Err(err.to_string()));
+                    let _ = bound.send(Err(err));
                     return;
                 }
             };
