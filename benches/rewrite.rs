@@ -19,19 +19,17 @@
 //!
 //! Run: `cargo bench --bench rewrite` (add `-- --quick` for a short run).
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use tdsguard::config::{ColumnConfig, EncryptionMode, OnDecryptError};
-use tdsguard::crypto::{
-    envelope_len, ColumnId, DataKey, DataKeyId, EnvelopeCipher, Mode, SqlType, ValueBinding,
+use tdsguard::crypto::{envelope_len, DataKey, DataKeyId, EnvelopeCipher};
+use tdsguard::rewrite::{
+    ColumnMap, ColumnRef, EnvelopeValueCipher, Outcome, Rewriter, TokenAction, ValueCipher,
 };
-use tdsguard::rewrite::sealer::CipherError;
-use tdsguard::rewrite::{ColumnMap, ColumnRef, Outcome, Rewriter, TokenAction, ValueCipher};
 use tdsguard::tds::packet::{encode_message, PacketReader, PacketType};
 use tdsguard::tds::sql_batch::SqlBatch;
 use tdsguard::tds::stream::{Item, RowMode, TokenReader};
@@ -48,83 +46,11 @@ const PLAIN_TYPE: &str = "nvarchar(40)";
 const MAPPED: [&str; 4] = ["c1", "c2", "c3", "c4"];
 const PACKET_SIZE: usize = 4096;
 
-/// `rewrite::ValueCipher` over the crypto layer's envelope cipher.
-struct Envelopes {
-    cipher: EnvelopeCipher,
-    bindings: Mutex<HashMap<(ColumnRef, String), Arc<ValueBinding>>>,
-}
-
-impl Envelopes {
-    fn new() -> Envelopes {
-        let id = DataKeyId::new(1).expect("key id");
-        let key = Arc::new(DataKey::from_bytes(id, [7; 32]));
-        Envelopes {
-            cipher: EnvelopeCipher::new(key).expect("cipher"),
-            bindings: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn binding(&self, column: &ColumnRef, plaintext_type: &str) -> Arc<ValueBinding> {
-        let mut cache = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (column.clone(), plaintext_type.to_owned());
-        let made = || {
-            let bracket = |s: &str| format!("[{s}]");
-            let id = ColumnId::new(
-                &bracket(&column.database),
-                &bracket(&column.schema),
-                &bracket(&column.table),
-                &bracket(&column.column),
-            )
-            .expect("column id");
-            Arc::new(ValueBinding::new(
-                id,
-                SqlType::parse(plaintext_type).expect("type"),
-            ))
-        };
-        Arc::clone(cache.entry(key).or_insert_with(made))
-    }
-}
-
-impl ValueCipher for Envelopes {
-    fn seal(
-        &self,
-        column: &ColumnRef,
-        plaintext_type: &str,
-        mode: EncryptionMode,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, CipherError> {
-        let mode = match mode {
-            EncryptionMode::Randomized => Mode::Randomized,
-            EncryptionMode::Deterministic => Mode::Deterministic,
-        };
-        let binding = self.binding(column, plaintext_type);
-        self.cipher
-            .seal(mode, &binding, plaintext)
-            .map_err(|_| CipherError::Seal {
-                column: column.to_string(),
-                reason: "seal failed",
-            })
-    }
-
-    fn open(
-        &self,
-        column: &ColumnRef,
-        plaintext_type: &str,
-        envelope: &[u8],
-    ) -> Result<Vec<u8>, CipherError> {
-        let binding = self.binding(column, plaintext_type);
-        self.cipher
-            .open(&binding, envelope)
-            .map(|plain| plain.to_vec())
-            .map_err(|_| CipherError::Open {
-                column: column.to_string(),
-                reason: "open failed",
-            })
-    }
-
-    fn sealed_len(&self, plain_len: usize) -> usize {
-        envelope_len(plain_len)
-    }
+/// The production cipher adapter over a fixed data key.
+fn envelopes() -> EnvelopeValueCipher {
+    let id = DataKeyId::new(1).expect("key id");
+    let key = Arc::new(DataKey::from_bytes(id, [7; 32]));
+    EnvelopeValueCipher::new(Arc::new(EnvelopeCipher::new(key).expect("cipher")))
 }
 
 fn mapped_columns() -> Vec<ColumnConfig> {
@@ -181,7 +107,7 @@ fn utf16(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
-fn row(i: usize, cipher: &Envelopes) -> Row {
+fn row(i: usize, cipher: &EnvelopeValueCipher) -> Row {
     let plain = [
         format!("name-{i}"),
         format!("{:03}-{:02}-{:04}", i % 1000, i % 100, i % 10_000),
@@ -216,7 +142,7 @@ fn row(i: usize, cipher: &Envelopes) -> Row {
 }
 
 /// The response's packets and the length of its token stream.
-fn response(cipher: &Envelopes) -> (Vec<u8>, usize) {
+fn response(cipher: &EnvelopeValueCipher) -> (Vec<u8>, usize) {
     let envelope_max = u16::try_from(envelope_len(80)).expect("fits");
     let meta = Arc::new(server_metadata(envelope_max));
     let mut ctx = TokenContext::default();
@@ -285,7 +211,7 @@ fn relay(
     rows
 }
 
-fn rewriter(cipher: Arc<Envelopes>) -> Arc<Rewriter> {
+fn rewriter(cipher: Arc<EnvelopeValueCipher>) -> Arc<Rewriter> {
     let map = ColumnMap::new(&mapped_columns(), &[]).expect("column map");
     Arc::new(Rewriter::new(map, cipher, 64))
 }
@@ -308,7 +234,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn rewrite_benches(c: &mut Criterion) {
-    let cipher = Arc::new(Envelopes::new());
+    let cipher = Arc::new(envelopes());
     let (input, stream_len) = response(&cipher);
     let rewriter = rewriter(Arc::clone(&cipher));
 

@@ -23,19 +23,26 @@ use crate::rewrite::sealer::{CipherError, ValueCipher};
 /// a map far larger than any real one. Beyond it bindings are built per call.
 pub const MAX_CACHED_BINDINGS: usize = 4096;
 
-type BindingKey = (ColumnRef, String);
+/// Bindings by column, then by plaintext type: two levels so that a hit is
+/// found with borrowed keys, without building a key per value.
+#[derive(Default)]
+struct BindingCache {
+    by_column: HashMap<ColumnRef, HashMap<String, Arc<ValueBinding>>>,
+    /// Bindings across both levels, for the cap.
+    len: usize,
+}
 
 /// Seals and opens values of one database with its data keys.
 pub struct EnvelopeValueCipher {
     cipher: Arc<EnvelopeCipher>,
-    bindings: Mutex<HashMap<BindingKey, Arc<ValueBinding>>>,
+    bindings: Mutex<BindingCache>,
 }
 
 impl EnvelopeValueCipher {
     pub fn new(cipher: Arc<EnvelopeCipher>) -> Self {
         EnvelopeValueCipher {
             cipher,
-            bindings: Mutex::new(HashMap::new()),
+            bindings: Mutex::new(BindingCache::default()),
         }
     }
 
@@ -45,15 +52,23 @@ impl EnvelopeValueCipher {
         column: &ColumnRef,
         plaintext_type: &str,
     ) -> Result<Arc<ValueBinding>, CryptoError> {
-        let key = (column.clone(), plaintext_type.to_string());
         let mut cache = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(b) = cache.get(&key) {
+        let hit = cache
+            .by_column
+            .get(column)
+            .and_then(|types| types.get(plaintext_type));
+        if let Some(b) = hit {
             return Ok(Arc::clone(b));
         }
 
         let binding = Arc::new(build_binding(column, plaintext_type)?);
-        if cache.len() < MAX_CACHED_BINDINGS {
-            cache.insert(key, Arc::clone(&binding));
+        if cache.len < MAX_CACHED_BINDINGS {
+            cache
+                .by_column
+                .entry(column.clone())
+                .or_default()
+                .insert(plaintext_type.to_string(), Arc::clone(&binding));
+            cache.len += 1;
         }
         Ok(binding)
     }
@@ -63,7 +78,7 @@ impl EnvelopeValueCipher {
         self.bindings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .len
     }
 }
 
