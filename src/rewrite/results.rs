@@ -322,19 +322,7 @@ fn row(s: &mut Session, row: &Row) -> Result<TokenAction, RewriteError> {
             Err(refusal) => return fail_result(s, refusal),
         }
     }
-    let new_row = match row.kind {
-        RowKind::NbcRow => Row::nbc(values),
-        RowKind::Row => Row {
-            kind: RowKind::Row,
-            null_bitmap: Vec::new(),
-            values,
-        },
-    };
-    let mut out = Vec::new();
-    new_row
-        .encode_with(&current.meta, &mut out)
-        .map_err(RewriteError::encode("decrypted row"))?;
-    Ok(TokenAction::Replace(out))
+    reencode_row(row.kind, values, &current.meta, "decrypted row")
 }
 
 /// The ERROR token of a failed decryption; the rest of the result set is
@@ -506,7 +494,18 @@ fn describe_row(
             *v = new;
         }
     }
-    let new_row = match row.kind {
+    reencode_row(row.kind, values, &current.meta, "describe row")
+}
+
+/// A row of `kind` with `values` replaced, encoded for `meta` (a ROW's
+/// values in full, an NBCROW's with its null bitmap rebuilt).
+fn reencode_row(
+    kind: RowKind,
+    values: Vec<RawValue>,
+    meta: &ColMetadata,
+    what: &'static str,
+) -> Result<TokenAction, RewriteError> {
+    let new_row = match kind {
         RowKind::NbcRow => Row::nbc(values),
         RowKind::Row => Row {
             kind: RowKind::Row,
@@ -516,8 +515,8 @@ fn describe_row(
     };
     let mut out = Vec::new();
     new_row
-        .encode_with(&current.meta, &mut out)
-        .map_err(RewriteError::encode("describe row"))?;
+        .encode_with(meta, &mut out)
+        .map_err(RewriteError::encode(what))?;
     Ok(TokenAction::Replace(out))
 }
 
