@@ -472,14 +472,7 @@ async fn columns_tiberius_every_type_round_trips() {
     assert_eq!(row.get::<i32, _>(3), Some(42));
     drop(client);
 
-    let types = direct_column_types(&stack, "Typed").await;
-    for (column, _, _) in TYPED {
-        let ty = types
-            .iter()
-            .find(|(c, _)| c == column)
-            .map(|(_, t)| t.as_str());
-        assert_eq!(ty, Some("varbinary"), "{column} as the server sees it");
-    }
+    assert_all_varbinary(&stack, "Typed", TYPED).await;
     stack.assert_no_canary(&CANARIES);
     stack.shutdown().await;
 }
@@ -733,15 +726,15 @@ async fn columns_prepared_handle_until_reset() {
     stack.shutdown().await;
 }
 
-/// Runs tests/drivers/scenario.py through the encrypting proxy and checks
-/// the scenario's plaintexts reached the sandbox only as ciphertext.
-async fn python_scenario(driver: &str, encrypt: &str) {
-    let stack = Stack::start().await;
+/// Runs tests/drivers/scenario.py with `args` through the encrypting proxy
+/// of `stack`; panics with its output unless it reported success.
+async fn run_scenario_py(stack: &Stack, driver: &str, args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/scenario.py");
     let mut command = Command::new(external::python());
     command
         .arg(script)
-        .args(["--driver", driver, "--encrypt", encrypt])
+        .args(["--driver", driver, "--encrypt", "on"])
+        .args(args)
         .args(["--port", &stack.proxy.addr.port().to_string()])
         .arg("--cafile")
         .arg(stack.proxy.cert_pem())
@@ -750,33 +743,78 @@ async fn python_scenario(driver: &str, encrypt: &str) {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let result = external::output_of(command, DRIVER_TIMEOUT).await;
-    let output = result.unwrap_or_else(|text| panic!("{driver} {encrypt} failed:\n{text}"));
+    let output = result.unwrap_or_else(|text| panic!("{driver} {args:?} failed:\n{text}"));
     assert!(output.contains(": ok"), "{output}");
-    let types = direct_column_types(&stack, "Patients").await;
-    for (column, _, _) in PATIENTS {
+}
+
+/// Asserts a direct connection to the sandbox sees every column of `cols`
+/// in `table` as varbinary.
+async fn assert_all_varbinary(stack: &Stack, table: &str, cols: &[(&str, &str, EncryptionMode)]) {
+    let types = direct_column_types(stack, table).await;
+    for (column, _, _) in cols {
         let ty = types
             .iter()
             .find(|(c, _)| c == column)
             .map(|(_, t)| t.as_str());
         assert_eq!(ty, Some("varbinary"), "{column} as the server sees it");
     }
+}
+
+/// Runs tests/drivers/scenario.py through the encrypting proxy and checks
+/// the scenario's plaintexts reached the sandbox only as ciphertext.
+async fn python_scenario(driver: &str) {
+    let stack = Stack::start().await;
+    run_scenario_py(&stack, driver, &[]).await;
+    assert_all_varbinary(&stack, "Patients", PATIENTS).await;
     stack.assert_no_canary(&["Nguyễn", "987-65-4321", "Zoë"]);
+    stack.shutdown().await;
+}
+
+/// The typed scenario of tests/drivers/scenario.py through the encrypting
+/// proxy: the driver writes every encryptable type (NULL and empty values
+/// included) and compares every value it reads back; the sandbox holds only
+/// varbinary in those columns and no canary leaves the proxy.
+async fn python_types(driver: &str) {
+    let stack = Stack::start().await;
+    run_scenario_py(
+        &stack,
+        driver,
+        &["--scenario", "types", "--table", "dbo.Typed"],
+    )
+    .await;
+    assert_all_varbinary(&stack, "Typed", TYPED).await;
+    stack.assert_no_canary(&CANARIES);
     stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn columns_pytds() {
-    python_scenario("pytds", "on").await;
+    python_scenario("pytds").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn columns_pytds_every_type() {
+    python_types("pytds").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn columns_pymssql_literals() {
-    python_scenario("pymssql", "on").await;
+    python_scenario("pymssql").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn columns_pymssql_every_type_literals() {
+    python_types("pymssql").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn columns_mssql_python_odbc18() {
-    python_scenario("mssql-python", "on").await;
+    python_scenario("mssql-python").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn columns_mssql_python_every_type() {
+    python_types("mssql-python").await;
 }
 
 /// FreeTDS tsql sends literals: write, read back, look up, and a refusal

@@ -5,6 +5,10 @@ Creates a table, inserts three rows with parameters, reads them back by id and
 by a parameterized equality, and compares every value with what was written.
 Exits 0 when everything matched; prints what differed otherwise.
 
+With `--scenario types` it instead writes and reads back every encryptable
+type of the typed table (the TYPED columns of tests/columns_e2e.rs), NULL and
+empty values included.
+
 Drivers: pytds (python-tds), pymssql (FreeTDS inside), mssql-python
 (Microsoft's ODBC Driver 18). Encryption modes: off (login-only TLS, or none
 when the server allows it), on (full TLS), strict (TDS 8.0).
@@ -17,6 +21,7 @@ import datetime
 import decimal
 import os
 import sys
+import uuid
 
 LONG_TEXT = "".join(chr(0x41 + i % 26) for i in range(10_000))
 
@@ -180,6 +185,214 @@ def run(args):
     return failures
 
 
+# The typed table: (column, SQL type) in the order of TYPED in
+# tests/columns_e2e.rs, which maps every one of them to an encrypted column.
+TYPED = [
+    ("c_int", "int"),
+    ("c_bigint", "bigint"),
+    ("c_smallint", "smallint"),
+    ("c_tinyint", "tinyint"),
+    ("c_bit", "bit"),
+    ("c_decimal", "decimal(10,2)"),
+    ("c_float", "float"),
+    ("c_real", "real"),
+    ("c_money", "money"),
+    ("c_char", "char(11)"),
+    ("c_varchar", "varchar(50)"),
+    ("c_nchar", "nchar(10)"),
+    ("c_nvarchar", "nvarchar(50)"),
+    ("c_nvarmax", "nvarchar(max)"),
+    ("c_varbinary", "varbinary(50)"),
+    ("c_varbinmax", "varbinary(max)"),
+    ("c_date", "date"),
+    ("c_time", "time(7)"),
+    ("c_datetime", "datetime"),
+    ("c_datetime2", "datetime2(7)"),
+    ("c_dto", "datetimeoffset(7)"),
+    ("c_guid", "uniqueidentifier"),
+]
+
+TYPED_COLUMNS = [column for column, _ in TYPED]
+
+
+def tz(hours):
+    return datetime.timezone(datetime.timedelta(hours=hours))
+
+
+# Values Python can represent exactly in every type they are written to:
+# microsecond times, a datetime whose fraction is a whole 1/300 s, reals that
+# are exact in 32 bits. The canaries match CANARIES in tests/columns_e2e.rs.
+TYPED_ROWS = {
+    1: {
+        "c_int": 42,
+        "c_bigint": 9_000_000_000,
+        "c_smallint": -3,
+        "c_tinyint": 255,
+        "c_bit": True,
+        "c_decimal": decimal.Decimal("12345.67"),
+        "c_float": 2.25,
+        "c_real": 1.5,
+        "c_money": decimal.Decimal("12.3456"),
+        "c_char": "999-88-7777",
+        "c_varchar": "canary-varchar-Narwhal",
+        "c_nchar": "ab",
+        "c_nvarchar": "Canary-Zebra-Quokka Zoë",
+        "c_nvarmax": "Canary-Max-Okapi " + LONG_TEXT,
+        "c_varbinary": bytes([0, 1, 2, 0xFF]),
+        "c_varbinmax": bytes(range(256)) * 36,
+        "c_date": datetime.date(1984, 2, 29),
+        "c_time": datetime.time(12, 34, 56, 123456),
+        "c_datetime": datetime.datetime(2024, 1, 31, 12, 0, 0, 120000),
+        "c_datetime2": datetime.datetime(2024, 1, 31, 12, 34, 56, 123456),
+        "c_dto": datetime.datetime(2024, 1, 31, 12, 34, 56, 123456, tz(1)),
+        "c_guid": uuid.UUID("6F9619FF-8B86-D011-B42D-00C04FC964FF"),
+    },
+    2: {column: None for column in TYPED_COLUMNS},
+    3: {
+        "c_int": -(2**31),
+        "c_bigint": 2**63 - 1,
+        "c_smallint": -(2**15),
+        "c_tinyint": 0,
+        "c_bit": False,
+        "c_decimal": decimal.Decimal("-99999.99"),
+        "c_float": -0.0001,
+        "c_real": 0.0,
+        "c_money": decimal.Decimal("-214748.3648"),
+        "c_char": "",
+        "c_varchar": "",
+        "c_nchar": "",
+        "c_nvarchar": "",
+        "c_nvarmax": "",
+        "c_varbinary": b"",
+        "c_varbinmax": b"",
+        "c_date": datetime.date(1, 1, 1),
+        "c_time": datetime.time(0, 0, 0),
+        "c_datetime": datetime.datetime(1753, 1, 1),
+        "c_datetime2": datetime.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        "c_dto": datetime.datetime(1, 1, 1, 0, 0, 0, 0, tz(-14)),
+        "c_guid": uuid.UUID(int=0),
+    },
+}
+
+# char(n) and nchar(n) come back padded with spaces to their length.
+PADDED = {"c_char": 11, "c_nchar": 10}
+
+
+def typed_expected(row):
+    """What the server returns for a written row."""
+    expected = dict(row)
+    for column, length in PADDED.items():
+        if expected[column] is not None:
+            expected[column] = expected[column].ljust(length)
+    return expected
+
+
+def typed_param(driver, column, value, binary):
+    """A value as `driver` is given it.
+
+    pymssql quotes parameters into literals itself. Its quoting writes a
+    datetime with milliseconds only and an aware datetime without its offset,
+    and has no quoting for time or UUID, so those columns get the literal text
+    the server parses into the same value: the comparison still checks the
+    full value read back."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return binary(value)
+    if driver == "mssql-python" and before_1753(value):
+        # mssql-python refuses date and time values before 1753 on the client
+        # ("Date out of range for SQL Server (1753-9999)"), the range of the
+        # old datetime type; the ISO text reaches the column as the same value.
+        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
+    if driver != "pymssql":
+        return value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def before_1753(value):
+    return isinstance(value, (datetime.date, datetime.datetime)) and value.year < 1753
+
+
+def typed_normalise(column, value):
+    """Brings what a driver returns to the Python type the row was written in."""
+    if value is None:
+        return None
+    if column in ("c_varbinary", "c_varbinmax"):
+        return bytes(value)
+    if column in ("c_decimal", "c_money"):
+        return decimal.Decimal(value)
+    if column == "c_guid":
+        return uuid.UUID(str(value))
+    if column == "c_date" and isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, str) and column == "c_date":
+        return datetime.date.fromisoformat(value)
+    if isinstance(value, str) and column == "c_time":
+        return datetime.time.fromisoformat(value[:15])
+    if isinstance(value, str) and column in ("c_datetime", "c_datetime2", "c_dto"):
+        return datetime.datetime.fromisoformat(value)
+    return value
+
+
+def typed_compare(where, expected, got):
+    failures = []
+    for column, value in zip(TYPED_COLUMNS, got):
+        value = typed_normalise(column, value)
+        want = expected[column]
+        same = value == want and type(value) is type(want)
+        if column == "c_bit" and want is not None:
+            same = value == want and isinstance(value, (bool, int))
+        if column in ("c_float", "c_real") and want is not None:
+            same = isinstance(value, float) and value == want
+        if column == "c_dto" and want is not None:
+            # Equal instants are not enough: the offset must survive too.
+            same = value == want and getattr(value, "utcoffset", lambda: None)() == want.utcoffset()
+        if not same:
+            failures.append(
+                f"{where}: {column} is {repr(value)[:60]}, expected {repr(want)[:60]}"
+            )
+    return failures
+
+
+def run_types(args):
+    conn, mark, binary = connect(args)
+    cur = conn.cursor()
+    table = args.table
+    cur.execute(f"DROP TABLE IF EXISTS {table}")
+    columns = ", ".join(f"{column} {ty}" for column, ty in TYPED)
+    cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, {columns})")
+    marks = ", ".join([mark] * (len(TYPED) + 1))
+    insert = f"INSERT INTO {table} (id, {', '.join(TYPED_COLUMNS)}) VALUES ({marks})"
+    for ident, row in TYPED_ROWS.items():
+        values = [ident] + [
+            typed_param(args.driver, c, row[c], binary) for c in TYPED_COLUMNS
+        ]
+        cur.execute(insert, tuple(values))
+
+    failures = []
+    select = f"SELECT {', '.join(TYPED_COLUMNS)} FROM {table}"
+    for ident, row in TYPED_ROWS.items():
+        cur.execute(f"{select} WHERE id = {mark}", (ident,))
+        rows = cur.fetchall()
+        if len(rows) != 1:
+            failures.append(f"id {ident}: {len(rows)} rows")
+            continue
+        failures += typed_compare(f"id {ident}", typed_expected(row), rows[0])
+
+    cur.execute(f"SELECT COUNT(*) FROM {table}")
+    count = cur.fetchone()[0]
+    if count != len(TYPED_ROWS):
+        failures.append(f"count is {count}")
+    conn.close()
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--driver", required=True)
@@ -188,13 +401,16 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--user", default="sa")
     parser.add_argument("--database", default="tdsguard")
-    parser.add_argument("--table", default="dbo.Patients")
+    parser.add_argument("--scenario", default="patients", choices=["patients", "types"])
+    parser.add_argument("--table", default=None, help="dbo.Patients, or dbo.Typed for types")
     parser.add_argument("--cafile", help="PEM certificate the server presents (pytds)")
     args = parser.parse_args()
-    failures = run(args)
+    if args.table is None:
+        args.table = "dbo.Typed" if args.scenario == "types" else "dbo.Patients"
+    failures = run_types(args) if args.scenario == "types" else run(args)
     for failure in failures:
         print(failure)
-    print(f"{args.driver} {args.encrypt}: {'ok' if not failures else 'FAILED'}")
+    print(f"{args.driver} {args.encrypt} {args.scenario}: {'ok' if not failures else 'FAILED'}")
     sys.exit(1 if failures else 0)
 
 
