@@ -385,6 +385,19 @@ def run_types(args):
             continue
         failures += typed_compare(f"id {ident}", typed_expected(row), rows[0])
 
+    # Equality on the deterministic columns (char and nvarchar in
+    # tests/columns_e2e.rs), by parameter, non-ASCII and padded values too.
+    lookups = [
+        ("c_nvarchar", TYPED_ROWS[1]["c_nvarchar"], 1),
+        ("c_char", TYPED_ROWS[1]["c_char"], 1),
+        ("c_nvarchar", "", 3),
+    ]
+    for column, value, ident in lookups:
+        cur.execute(f"SELECT id FROM {table} WHERE {column} = {mark}", (value,))
+        found = [row[0] for row in cur.fetchall()]
+        if found != [ident]:
+            failures.append(f"{column} lookup of {value!r}: ids {found}, expected [{ident}]")
+
     cur.execute(f"SELECT COUNT(*) FROM {table}")
     count = cur.fetchone()[0]
     if count != len(TYPED_ROWS):
