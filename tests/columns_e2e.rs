@@ -771,9 +771,11 @@ async fn python_scenario(driver: &str) {
 }
 
 /// The typed scenario of tests/drivers/scenario.py through the encrypting
-/// proxy: the driver writes every encryptable type (NULL and empty values
-/// included) and compares every value it reads back; the sandbox holds only
-/// varbinary in those columns and no canary leaves the proxy.
+/// proxy: the driver writes every encryptable type (NULL, empty and limit
+/// values included), compares every value it reads back, looks rows up by
+/// the deterministic columns and sees out-of-range values refused; the
+/// sandbox holds only varbinary in those columns and no canary leaves the
+/// proxy.
 async fn python_types(driver: &str) {
     let stack = Stack::start().await;
     run_scenario_py(

@@ -6,8 +6,9 @@ by a parameterized equality, and compares every value with what was written.
 Exits 0 when everything matched; prints what differed otherwise.
 
 With `--scenario types` it instead writes and reads back every encryptable
-type of the typed table (the TYPED columns of tests/columns_e2e.rs), NULL and
-empty values included.
+type of the typed table (the TYPED columns of tests/columns_e2e.rs), NULL,
+empty and limit values included, looks rows up by the deterministic columns,
+and checks that values a column cannot hold are refused.
 
 Drivers: pytds (python-tds), pymssql (FreeTDS inside), mssql-python
 (Microsoft's ODBC Driver 18). Encryption modes: off (login-only TLS, or none
@@ -272,6 +273,33 @@ TYPED_ROWS = {
         "c_dto": datetime.datetime(1, 1, 1, 0, 0, 0, 0, tz(-14)),
         "c_guid": uuid.UUID(int=0),
     },
+    # The other limits: every column at its largest, strings filling their
+    # declared length (nvarchar(50) in UTF-16 code units, so 25 surrogate
+    # pairs), non-ASCII in nchar.
+    4: {
+        "c_int": 2**31 - 1,
+        "c_bigint": -(2**63),
+        "c_smallint": 2**15 - 1,
+        "c_tinyint": 1,
+        "c_bit": True,
+        "c_decimal": decimal.Decimal("99999999.99"),
+        "c_float": 1.7976931348623157e308,
+        "c_real": 3.4028234663852886e38,
+        "c_money": decimal.Decimal("922337203685477.5807"),
+        "c_char": "ABCDEFGHIJK",
+        "c_varchar": "v" * 50,
+        "c_nchar": "ñ" * 10,
+        "c_nvarchar": "\U0001F600" * 25,
+        "c_nvarmax": "\U0001F600" + "ü" * 5000,
+        "c_varbinary": bytes([0xAB]) * 50,
+        "c_varbinmax": b"\x00",
+        "c_date": datetime.date(9999, 12, 31),
+        "c_time": datetime.time(23, 59, 59, 999999),
+        "c_datetime": datetime.datetime(9999, 12, 31, 23, 59, 59, 990000),
+        "c_datetime2": datetime.datetime(1900, 1, 1),
+        "c_dto": datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tz(14)),
+        "c_guid": uuid.UUID(int=2**128 - 1),
+    },
 }
 
 # char(n) and nchar(n) come back padded with spaces to their length.
@@ -397,6 +425,27 @@ def run_types(args):
         found = [row[0] for row in cur.fetchall()]
         if found != [ident]:
             failures.append(f"{column} lookup of {value!r}: ids {found}, expected [{ident}]")
+
+    # Values the column cannot hold are refused, as the server refuses them
+    # for a plaintext column, and write nothing. The message must name the
+    # column, so a refusal inside the driver does not pass for the proxy's.
+    too_big = [
+        ("c_nvarchar", "\U0001F600" * 26),
+        ("c_varchar", "v" * 51),
+        ("c_varbinary", binary(bytes(51))),
+        ("c_tinyint", 256),
+        ("c_smallint", 2**15),
+        ("c_decimal", decimal.Decimal("100000000.00")),
+    ]
+    for ident, (column, value) in enumerate(too_big, start=100):
+        try:
+            cur.execute(
+                f"INSERT INTO {table} (id, {column}) VALUES ({mark}, {mark})", (ident, value)
+            )
+            failures.append(f"{column}: an out-of-range value was accepted")
+        except Exception as error:  # each driver raises its own class
+            if f"{table}.{column}".lower() not in str(error).lower():
+                failures.append(f"{column}: refused otherwise: {str(error)[:120]}")
 
     cur.execute(f"SELECT COUNT(*) FROM {table}")
     count = cur.fetchone()[0]
