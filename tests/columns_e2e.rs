@@ -984,3 +984,46 @@ async fn columns_throughput_report() {
     drop(client);
     stack.shutdown().await;
 }
+
+/// FreeTDS `tsql` sends every type as a literal in batch text and shows what
+/// it reads as text. The same script runs through the proxy into the mapped
+/// table and straight into a plaintext table on a sandbox of its own; the two
+/// listings must be identical, so every value survives sealing and opening
+/// at the precision `tsql` shows (the other drivers compare exact values).
+#[tokio::test(flavor = "multi_thread")]
+async fn columns_freetds_tsql_every_type_literals() {
+    let stack = Stack::start().await;
+    let plain_sandbox = TestSandbox::start().await;
+    let columns: Vec<&str> = TYPED.iter().map(|(c, _, _)| *c).collect();
+    let empty = "c_char, c_varchar, c_nchar, c_nvarchar, c_nvarmax, c_varbinary, c_varbinmax";
+    let script = format!(
+        "{create}\ngo\n\
+         INSERT INTO dbo.Typed (id, {all}) VALUES (1, 42, 9007199254740993, -32768, 255, 1, \
+         12345678.91, 3.141592653589793, 2.5, 922337203685477.5807, '{ssn}', 'plain text', \
+         N'Zo\u{eb}', N'{name}', N'{note}', 0x0001FF, 0x00010203, '2024-02-29', \
+         '23:59:59.1234567', '2024-01-02 03:04:05.997', '2024-01-02 03:04:05.1234567', \
+         '2024-01-02 03:04:05.1234567 +05:30', '6F9619FF-8B86-D011-B42D-00C04FC964FF')\ngo\n\
+         INSERT INTO dbo.Typed (id) VALUES (2)\ngo\n\
+         INSERT INTO dbo.Typed (id, {empty}) VALUES (3, '', '', N'', N'', N'', 0x, 0x)\ngo\n\
+         SELECT id, {all} FROM dbo.Typed WHERE id = 1\ngo\n\
+         SELECT id, {all} FROM dbo.Typed WHERE id = 2\ngo\n\
+         SELECT id, {all} FROM dbo.Typed WHERE id = 3\ngo\n\
+         SELECT id FROM dbo.Typed WHERE c_char = '{ssn}'\ngo\nexit\n",
+        create = create_typed("dbo.Typed"),
+        all = columns.join(", "),
+        ssn = CANARIES[3],
+        name = CANARIES[0],
+        note = CANARIES[2],
+    );
+    let through_proxy = run_tsql(stack.proxy.addr, &stack, &script).await;
+    let direct = run_tsql(plain_sandbox.addr(), &stack, &script).await;
+    plain_sandbox.handle.shutdown().await;
+
+    assert!(through_proxy.contains(CANARIES[0]), "{through_proxy}");
+    assert!(!through_proxy.contains("Msg "), "{through_proxy}");
+    assert_eq!(through_proxy, direct);
+
+    assert_all_varbinary(&stack, "Typed", TYPED).await;
+    stack.assert_no_canary(&CANARIES);
+    stack.shutdown().await;
+}

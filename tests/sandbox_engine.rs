@@ -1107,3 +1107,20 @@ fn check_constraints_on_numeric_columns_are_enforced_as_547() {
     assert_eq!(refused.errors().len(), 1);
     assert_ne!(refused.errors()[0], 547);
 }
+
+#[test]
+fn long_decimal_literals_keep_every_digit() {
+    let mut db = Db::new();
+    db.ok("CREATE TABLE dbo.M (id int, m money, d decimal(18,4))");
+    db.ok("INSERT INTO dbo.M (id, m, d) VALUES (1, 922337203685477.5807, 12345678901234.5678)");
+    db.ok("INSERT INTO dbo.M (id, m) VALUES (2, -922337203685477.5808)");
+    let rows = db.ok("SELECT m, d FROM dbo.M ORDER BY id").results();
+    let decimal = |v: &Value| match v {
+        Value::Decimal { value, scale } => Some((*value, *scale)),
+        _ => None,
+    };
+    let rows = &rows[0].1;
+    assert_eq!(decimal(&rows[0][0]), Some((i128::from(i64::MAX), 4)));
+    assert_eq!(decimal(&rows[0][1]), Some((123_456_789_012_345_678, 4)));
+    assert_eq!(decimal(&rows[1][0]), Some((i128::from(i64::MIN), 4)));
+}

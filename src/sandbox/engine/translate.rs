@@ -222,6 +222,26 @@ fn arith_type(a: &SqlType, b: &SqlType) -> SqlType {
     }
 }
 
+/// `-<number>` as one negative number literal.
+fn negated_literal(e: &Expr) -> Option<AstValue> {
+    let Expr::UnaryOp {
+        op: UnaryOperator::Minus,
+        expr,
+    } = e
+    else {
+        return None;
+    };
+    let Expr::Value(v) = &**expr else {
+        return None;
+    };
+    match &v.value {
+        AstValue::Number(text, long) if !text.starts_with('-') => {
+            Some(AstValue::Number(format!("-{text}"), *long))
+        }
+        _ => None,
+    }
+}
+
 fn literal_number_type(text: &str) -> SqlType {
     if text.contains(['e', 'E']) {
         return SqlType::Float { mantissa_bits: 53 };
@@ -801,6 +821,13 @@ impl<'a> Translator<'a> {
     /// Translates an expression in place and returns its type. `top` is true for a select
     /// list item, where a stored decimal column may be read raw.
     pub fn expr(&mut self, e: &mut Expr, top: bool) -> Result<Ty, SqlError> {
+        // A negative literal is one value, so that a long one keeps its
+        // digits (see `literal`).
+        if let Some(mut value) = negated_literal(e) {
+            let ty = self.literal(&mut value)?;
+            *e = Expr::Value(value.with_empty_span());
+            return Ok(ty);
+        }
         match e {
             Expr::Identifier(id) => {
                 let name = id.value.clone();
@@ -978,7 +1005,16 @@ impl<'a> Translator<'a> {
 
     fn literal(&mut self, v: &mut AstValue) -> Result<Ty, SqlError> {
         match v {
-            AstValue::Number(text, _) => Ok(Ty::of(literal_number_type(text), false)),
+            AstValue::Number(text, _) => {
+                let ty = literal_number_type(text);
+                // SQLite reads a decimal literal as a double, which keeps 15
+                // significant digits; a longer one (money's limits have 19)
+                // goes over as text, which conversions parse exactly.
+                if matches!(ty, SqlType::Numeric { precision, .. } if precision > 15) {
+                    *v = AstValue::SingleQuotedString(std::mem::take(text));
+                }
+                Ok(Ty::of(ty, false))
+            }
             AstValue::SingleQuotedString(s) => Ok(Ty::of(SqlType::VarChar(string_len(s)), false)),
             AstValue::NationalStringLiteral(s) => {
                 let ty = SqlType::NVarChar(string_len(s));

@@ -577,7 +577,7 @@ fn check_precision(scaled: i128, ty: &SqlType) -> Result<(), SqlError> {
     };
     let limit = pow10(digits.min(18));
     let magnitude = scaled.unsigned_abs();
-    let money_fits = matches!(ty, SqlType::Money) && magnitude <= i64::MAX as u128;
+    let money_fits = matches!(ty, SqlType::Money) && i64::try_from(scaled).is_ok();
     if magnitude >= limit as u128 && !money_fits {
         return Err(overflow("expression", ty));
     }
