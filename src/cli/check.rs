@@ -22,7 +22,7 @@ use crate::config::{
     ColumnConfig, Config, ConfigError, EncryptionMode, OnDecryptError, Overrides, UpstreamMode,
 };
 use crate::crypto::envelope_len;
-use crate::rewrite::column_map::{canonical_ident, PlainType, TableKey};
+use crate::rewrite::column_map::{MappedColumn, PlainType, TableKey};
 
 pub mod live;
 
@@ -62,17 +62,16 @@ impl ColumnPlan {
     /// The plan of one validated entry; `None` when the entry does not parse (validation
     /// refuses such a configuration before this is reached).
     pub fn new(column: &ColumnConfig) -> Option<Self> {
-        let (_, table) = TableKey::parse(&column.table)?;
-        let plain = PlainType::parse(&column.sql_type).ok()?;
+        let mapped = MappedColumn::from_config(column).ok()?;
         Some(Self {
             entry: format!("{}.{}", column.table, column.column),
-            database: column.database.as_deref().map(canonical_ident),
-            table,
-            column: canonical_ident(&column.column),
-            plain,
-            mode: column.mode,
-            on_decrypt_error: column.on_decrypt_error,
-            storage_len: plain.storage_max_len(envelope_len),
+            storage_len: mapped.plain.storage_max_len(envelope_len),
+            database: mapped.database,
+            table: mapped.table,
+            column: mapped.column,
+            plain: mapped.plain,
+            mode: mapped.mode,
+            on_decrypt_error: mapped.on_decrypt_error,
         })
     }
 

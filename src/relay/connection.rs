@@ -75,14 +75,14 @@ pub struct Settings {
 /// ```
 ///
 /// `Request` and `Attention` are tracked inside the relay loop (a request
-/// being received, an attention awaiting its acknowledgement); this value
-/// names the phase for logs.
+/// being received, an attention awaiting its acknowledgement), and `Closed`
+/// is the end itself; this value names the phase a connection ended in, for
+/// its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
     FirstBytes,
     Login7,
     LoggedIn,
-    Closed,
 }
 
 /// A login that succeeded upstream.

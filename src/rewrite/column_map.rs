@@ -402,11 +402,32 @@ pub struct MappedColumn {
     /// Canonical column name.
     pub column: String,
     pub plain: PlainType,
+    /// `plain` as canonical text (`nvarchar(50)`), the type a value is bound
+    /// to; kept here because sealing and opening need it for every value.
+    pub plain_text: String,
     pub mode: EncryptionMode,
     pub on_decrypt_error: OnDecryptError,
 }
 
 impl MappedColumn {
+    /// A `[[columns]]` entry with its names made canonical and its type
+    /// parsed; the database comes from `database` or a three-part table name.
+    pub fn from_config(c: &ColumnConfig) -> Result<MappedColumn, RewriteError> {
+        let entry = format!("{}.{}", c.table, c.column);
+        let (db, table) = TableKey::parse(&c.table)
+            .ok_or_else(|| RewriteError::config(&entry, "table is not `[schema.]table`"))?;
+        let plain = PlainType::parse(&c.sql_type).map_err(|e| RewriteError::config(&entry, e))?;
+        Ok(MappedColumn {
+            database: c.database.as_deref().map(canonical_ident).or(db),
+            table,
+            column: canonical_ident(&c.column),
+            plain,
+            plain_text: plain.canonical(),
+            mode: c.mode,
+            on_decrypt_error: c.on_decrypt_error,
+        })
+    }
+
     /// `schema.table.column`, for messages (names only, never values).
     pub fn display_name(&self) -> String {
         format!("{}.{}", self.table, self.column)
@@ -463,24 +484,14 @@ impl ColumnMap {
     }
 
     fn add_column(&mut self, c: &ColumnConfig) -> Result<(), RewriteError> {
-        let entry = format!("{}.{}", c.table, c.column);
-        let (db, table) = TableKey::parse(&c.table)
-            .ok_or_else(|| RewriteError::config(&entry, "table is not `[schema.]table`"))?;
-        let plain = PlainType::parse(&c.sql_type).map_err(|e| RewriteError::config(&entry, e))?;
-        let column = canonical_ident(&c.column);
-        let database = c.database.as_deref().map(canonical_ident).or(db);
-        let mapped = MappedColumn {
-            database,
-            table: table.clone(),
-            column: column.clone(),
-            plain,
-            mode: c.mode,
-            on_decrypt_error: c.on_decrypt_error,
-        };
-        if !self.names.contains(&column) {
-            self.names.push(column);
+        let mapped = MappedColumn::from_config(c)?;
+        if !self.names.contains(&mapped.column) {
+            self.names.push(mapped.column.clone());
         }
-        self.tables.entry(table).or_default().push(Arc::new(mapped));
+        self.tables
+            .entry(mapped.table.clone())
+            .or_default()
+            .push(Arc::new(mapped));
         Ok(())
     }
 

@@ -379,7 +379,7 @@ impl Session {
         let plain = convert::plain_bytes(&ti, &converted)?;
         let column = column_ref(&self.database, m);
         self.cipher()?
-            .seal(&column, &m.plain.canonical(), m.mode, &plain)
+            .seal(&column, &m.plain_text, m.mode, &plain)
             .map(Some)
             .map_err(|e| Refusal::new(K::Encrypt, e.to_string()))
     }
@@ -414,7 +414,7 @@ impl Session {
                 reason: "the database's data key is not loaded",
             });
         };
-        cipher.open(&column, &m.plain.canonical(), envelope)
+        cipher.open(&column, &m.plain_text, envelope)
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 
-use crate::cli::admin_client::{self, AdminClient, Credentials, Upstream};
+use crate::cli::admin_client::{self, AdminClient};
 use crate::cli::check::{ColumnPlan, VARBINARY_MAX};
 use crate::config::{Config, UpstreamMode};
 use crate::crypto::demo::DEMO_KEY_FILE;
@@ -140,20 +140,9 @@ pub fn run(
     database: Option<&str>,
 ) -> anyhow::Result<LiveReport> {
     let table = KeyTable::new(&config.keys.key_table).context("keys.key_table")?;
-    let credentials = Credentials::for_config(config)?;
     let company = company_key(config);
-
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let upstream = Upstream::start(config).await?;
-        let result = async {
-            let mut client =
-                admin_client::connect(&upstream.target, &credentials, database).await?;
-            check(&mut client, plans, &table, company.as_ref()).await
-        }
-        .await;
-        upstream.close().await;
-        result
+    admin_client::run_as_admin(config, database, async |client| {
+        check(client, plans, &table, company.as_ref()).await
     })
 }
 
