@@ -1720,18 +1720,30 @@ pub(crate) mod tests {
         assert!(!a.results[1].has_mapped());
     }
 
-    #[test]
-    fn literal_spans_cover_the_literal_text() {
-        let sql = "UPDATE Patients SET Ssn = '123-45-6789' WHERE Dob = N'2000-01-01' AND Id = -5";
-        let a = ok(sql);
-        let spans: Vec<&str> = a
-            .bindings
+    /// The text of each literal bound to a mapped column.
+    fn literal_texts<'a>(a: &Analysis, sql: &'a str) -> Vec<&'a str> {
+        a.bindings
             .iter()
             .filter_map(|b| match &b.source {
                 ValueSource::Literal(l) => Some(&sql[l.start..l.end]),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// The text of each declared type a schema edit replaces.
+    fn schema_edit_texts<'a>(a: &Analysis, sql: &'a str) -> Vec<&'a str> {
+        a.schema_edits
+            .iter()
+            .map(|e| &sql[e.start..e.end])
+            .collect()
+    }
+
+    #[test]
+    fn literal_spans_cover_the_literal_text() {
+        let sql = "UPDATE Patients SET Ssn = '123-45-6789' WHERE Dob = N'2000-01-01' AND Id = -5";
+        let a = ok(sql);
+        let spans = literal_texts(&a, sql);
         assert_eq!(spans, vec!["'123-45-6789'", "N'2000-01-01'"]);
     }
 
@@ -1739,11 +1751,7 @@ pub(crate) mod tests {
     fn create_and_alter_table_types_are_located() {
         let sql = "CREATE TABLE dbo.Patients (Id int PRIMARY KEY, Ssn char(11) NOT NULL, Name nvarchar (50))";
         let a = ok(sql);
-        let spans: Vec<&str> = a
-            .schema_edits
-            .iter()
-            .map(|e| &sql[e.start..e.end])
-            .collect();
+        let spans = schema_edit_texts(&a, sql);
         assert_eq!(spans, vec!["char(11)", "nvarchar (50)"]);
         let sql = "ALTER TABLE Patients ADD Dob date NULL";
         let a = ok(sql);
@@ -1756,11 +1764,7 @@ pub(crate) mod tests {
                    CREATE TABLE dbo.Patients (Id int PRIMARY KEY, Ssn char(11), Name nvarchar(50)) \
                    ELSE ALTER TABLE dbo.Patients ADD Dob date NULL";
         let a = ok(sql);
-        let spans: Vec<&str> = a
-            .schema_edits
-            .iter()
-            .map(|e| &sql[e.start..e.end])
-            .collect();
+        let spans = schema_edit_texts(&a, sql);
         assert_eq!(spans, vec!["char(11)", "nvarchar(50)", "date"]);
 
         // A lookup in the condition is bound like one in a WHERE clause, and
@@ -1768,14 +1772,7 @@ pub(crate) mod tests {
         let sql = "IF EXISTS (SELECT 1 FROM Patients WHERE Ssn = '123-45-6789') \
                    UPDATE Patients SET Dob = '2000-01-01' WHERE Ssn = '123-45-6789'";
         let a = ok(sql);
-        let spans: Vec<&str> = a
-            .bindings
-            .iter()
-            .filter_map(|b| match &b.source {
-                ValueSource::Literal(l) => Some(&sql[l.start..l.end]),
-                _ => None,
-            })
-            .collect();
+        let spans = literal_texts(&a, sql);
         assert_eq!(
             spans,
             vec!["'123-45-6789'", "'2000-01-01'", "'123-45-6789'"]
